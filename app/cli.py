@@ -1,0 +1,100 @@
+"""The `moshi-desktop` command line; `python -m app` is the same.
+
+With no subcommand it opens the desktop window (not built yet). Each subcommand is added by one
+small function listed in `COMMANDS`: it adds its parser to the subparsers and sets a `handler`
+default, a function ``(args) -> int`` that returns the exit status. The next issues add `talk`,
+then `download`, `doctor`, `devices`, `chat` and `bench`.
+
+Exit status:
+    0    success (also `--help` and `--version`)
+    1    a runtime failure the user can meet (`app.errors.UserError`): a missing model file, no
+         audio device, ...; reported as one line ``moshi-desktop: error: <message>`` on stderr
+    2    a usage error: bad arguments (argparse prints its usage) or `app.errors.UsageError`
+    130  interrupted with Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from app import __version__
+from app.errors import UserError
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+PROG = "moshi-desktop"
+
+Handler = Callable[[argparse.Namespace], int]
+"""Runs one subcommand with its parsed arguments and returns the exit status."""
+
+# One function per subcommand, in the order `--help` lists them. Each takes the subparsers,
+# adds its own parser and sets ``handler=<its Handler>`` with `set_defaults`.
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand in `COMMANDS` registered."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Talk full duplex with Kyutai's Moshi on your own machine. "
+        "With no command, opens the desktop window.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error argparse already printed
+        return _exit_status(exit_.code)
+
+    handler: Handler | None = getattr(args, "handler", None)
+    try:
+        if handler is None:
+            return _open_window(parser)
+        return handler(args)
+    except UserError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _open_window(parser: argparse.ArgumentParser) -> int:
+    # The desktop window arrives with a later issue; until then say so and point at what exists.
+    names = _command_names(parser)
+    available = f"use a subcommand: {', '.join(names)}" if names else "no subcommands exist yet"
+    print(
+        f"{PROG} {__version__}: the desktop window is not built yet; {available} "
+        f"(see `{PROG} --help`)."
+    )
+    return 0
+
+
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1

@@ -1,0 +1,129 @@
+"""Streaming Mimi speed: ms per 80 ms frame to encode and to decode, ours beside Kyutai's original.
+
+Both run the full-size Mimi on the same random weights (the codebooks filled in at random) and the
+same audio, one frame (1920 samples in, 8 codes out; 8 codes in, 1920 samples out) per call, after
+a warm-up. The original is timed only where the `moshi` package is importable.
+
+    python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's model/
+
+from model.checkpoint import load_weights  # noqa: E402
+from model.config import FRAME_SIZE  # noqa: E402
+from model.mimi import Mimi  # noqa: E402
+from model.streaming import streaming  # noqa: E402
+
+COLUMNS = ("encode p50", "encode mean", "decode p50", "decode mean")
+
+
+def random_codebooks(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """`state` with every codebook drawn at random (a fresh codebook is all zeros)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_codebook.embedding_sum"):
+            value = torch.randn(value.shape, generator=g)
+        elif key.endswith("_codebook.cluster_usage"):
+            value = torch.rand(value.shape, generator=g) + 0.5
+        out[key] = value.detach().clone()
+    return out
+
+
+def build(device: str) -> dict[str, torch.nn.Module]:
+    """Ours and, if `moshi` is installed, the original, holding the same weights."""
+    torch.manual_seed(0)
+    try:
+        from moshi.models import loaders
+    except ImportError:
+        print("moshi is not installed: timing ours only")
+        ours = Mimi().eval()
+        load_weights(ours, random_codebooks(ours.state_dict()))
+        return {"ours": ours.to(device)}
+    original = loaders.get_mimi(None, device="cpu")
+    state = random_codebooks(original.state_dict())
+    original.load_state_dict(state)
+    ours = Mimi().eval()
+    load_weights(ours, state)
+    return {"ours": ours.to(device), "original": original.eval().to(device)}
+
+
+def time_stream(
+    model: torch.nn.Module, audio: torch.Tensor, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Stream `audio` [1, 1, T] frame by frame: per-frame encode and decode times, in ms."""
+    sync = torch.cuda.synchronize if audio.is_cuda else (lambda: None)
+    stream = streaming(model, 1) if isinstance(model, Mimi) else model.streaming(1)
+    encode_ms, decode_ms = [], []
+    with torch.inference_mode(), stream:
+        for i in range(audio.shape[-1] // FRAME_SIZE):
+            frame = audio[..., i * FRAME_SIZE : (i + 1) * FRAME_SIZE]
+            sync()
+            t0 = time.perf_counter()
+            codes = model.encode(frame)  # [1, 8, 1]
+            sync()
+            t1 = time.perf_counter()
+            model.decode(codes)  # [1, 1, 1920]
+            sync()
+            t2 = time.perf_counter()
+            if i >= warmup:
+                encode_ms.append(1000 * (t1 - t0))
+                decode_ms.append(1000 * (t2 - t1))
+    return encode_ms, decode_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=100, help="frames timed (80 ms each)")
+    parser.add_argument("--warmup", type=int, default=10, help="frames run before timing")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice)",
+    )
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    models = build(args.device)
+    g = torch.Generator().manual_seed(1)
+    n = args.warmup + args.frames
+    audio = (0.1 * torch.randn(1, 1, n * FRAME_SIZE, generator=g)).to(args.device)
+    print(
+        f"Mimi streaming, {args.frames} frames after {args.warmup} warm-up, device "
+        f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(f"{'':10}" + "".join(f"{h:>13}" for h in COLUMNS) + "   (ms per 80 ms frame)")
+    results = {}
+    for name, model in models.items():
+        enc, dec = time_stream(model, audio, args.warmup)
+        results[name] = (
+            statistics.median(enc),
+            statistics.fmean(enc),
+            statistics.median(dec),
+            statistics.fmean(dec),
+        )
+        print(f"{name:10}" + "".join(f"{v:>13.2f}" for v in results[name]))
+    if "original" in results:
+        ratio = [o / r for o, r in zip(results["ours"], results["original"])]
+        print(
+            f"{'ours/orig':10} "
+            + "".join(f"{v:>12.2f}x" for v in ratio)
+            + "   (below 1: ours is faster)"
+        )
+
+
+if __name__ == "__main__":
+    main()

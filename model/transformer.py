@@ -1,0 +1,319 @@
+"""Transformer blocks shared by Mimi and the LM: norms, RoPE, attention over a KV cache, feed-forward.
+
+Mimi's two transformers: LayerNorm, layer scale, plain GELU feed-forward, RoPE, context 250 steps.
+Helium (the temporal transformer): RMSNorm in fp32, gated SiLU feed-forward, RoPE, context 3000.
+The depth transformer: like Helium but no positional embedding, and separate attention projections
+and feed-forward weights for each of its steps (one step per codebook); its cache spans one frame.
+
+Parameter names follow Kyutai's in-memory names (``self_attn.in_projs.0.weight``, ``norm1.alpha``,
+``gating.linear_in.weight``, ...) so checkpoints load by name (see ``model/checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .streaming import State, StreamingModule
+
+
+class RMSNorm(nn.Module):
+    """y = x * alpha / sqrt(mean(x^2) + eps), computed in fp32 and cast back. The gain is `alpha`."""
+
+    def __init__(self, dim: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        var = self.eps + x32.pow(2).mean(dim=-1, keepdim=True)
+        return (x32 * (self.alpha.float() * torch.rsqrt(var))).to(x.dtype)
+
+
+class LayerScale(nn.Module):
+    """A learnt per-channel scale on a residual branch."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "layer_norm":
+        return nn.LayerNorm(dim, eps=1e-5)
+    if kind == "rms_norm_f32":
+        return RMSNorm(dim, eps=1e-8)
+    raise ValueError(f"unsupported norm {kind!r} (expected 'layer_norm' or 'rms_norm_f32')")
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, max_period: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
+    imaginary parts of pair i, rotated by position * max_period^(-2i/D). Computed in fp32.
+
+    q, k: [B, H, T, D]; positions: [T] absolute step positions.
+    """
+    D = q.shape[-1]
+    pair = torch.arange(D // 2, device=q.device, dtype=torch.float32)
+    freqs = torch.exp(pair * (-math.log(max_period) * 2 / D))
+    angles = positions.float()[:, None] * freqs  # [T, D/2]
+    cos, sin = angles.cos(), angles.sin()
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        real, imag = x.float().unflatten(-1, (D // 2, 2)).unbind(-1)
+        rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+        return rotated.flatten(-2).to(x.dtype)
+
+    return rotate(q), rotate(k)
+
+
+class RingKVCache(State):
+    """Keys and values of the last `capacity` steps, written round a ring.
+
+    Every slot knows the absolute position of the step it holds (-1 if never written), so attention
+    masks by position and a conversation longer than the capacity slides instead of failing.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_heads: int,
+        capacity: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        shape = (batch_size, num_heads, capacity, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.end = torch.zeros(1, device=device, dtype=torch.long)  # steps written so far
+        self.slots = torch.arange(capacity, device=device)
+        self.capacity = capacity
+
+    def reset(self) -> None:
+        self.end.zero_()  # stale keys stay, but positions mark them unwritten
+
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Write T new steps [B, H, T, D]; return all keys, values and each slot's position."""
+        T = k.shape[2]
+        assert T <= self.capacity, f"{T} steps do not fit a cache of {self.capacity}"
+        index = (self.end + torch.arange(T, device=k.device)) % self.capacity
+        self.keys.index_copy_(2, index, k)
+        self.values.index_copy_(2, index, v)
+        self.end.add_(T)
+        last = self.end - 1
+        positions = last - (last - self.slots) % self.capacity  # [capacity]
+        return self.keys, self.values, torch.where(positions >= 0, positions, -1)
+
+
+class FrameKVCache(State):
+    """The depth transformer's cache: one slot per step of a single frame, overwritten each frame."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_heads: int,
+        num_steps: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        shape = (batch_size, num_heads, num_steps, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+
+    def reset(self) -> None:
+        pass  # step k reads only slots 0..k, all written earlier in the same frame
+
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[:, :, step] = k[:, :, 0]
+        self.values[:, :, step] = v[:, :, 0]
+        return self.keys[:, :, : step + 1], self.values[:, :, : step + 1]
+
+
+class Attention(StreamingModule):
+    """Causal multi-head self-attention, no biases.
+
+    `context` limits how far back a query looks (and sizes the ring cache). With `num_steps` > 0
+    (the depth transformer), step k of a frame uses its own projections `in_projs[k]`/`out_projs[k]`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        context: int | None,
+        rope_max_period: float | None,
+        num_steps: int = 0,
+    ):
+        super().__init__()
+        assert dim % num_heads == 0
+        self.dim, self.num_heads = dim, num_heads
+        self.context = context
+        self.rope_max_period = rope_max_period
+        self.num_steps = num_steps
+        n = max(num_steps, 1)
+        self.in_projs = nn.ModuleList(nn.Linear(dim, 3 * dim, bias=False) for _ in range(n))
+        self.out_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
+
+    def init_state(self, batch_size: int) -> State:
+        weight = self.in_projs[0].weight
+        head_dim = self.dim // self.num_heads
+        if self.num_steps:
+            return FrameKVCache(
+                batch_size, self.num_heads, self.num_steps, head_dim, weight.device, weight.dtype
+            )
+        if self.context is None:
+            raise RuntimeError("a streaming attention needs a context to size its cache")
+        return RingKVCache(
+            batch_size, self.num_heads, self.context, head_dim, weight.device, weight.dtype
+        )
+
+    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # [B, T, dim]
+        w = step if self.num_steps else 0
+        qkv = self.in_projs[w](x).view(B, T, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, head_dim]
+
+        if self.num_steps:
+            assert isinstance(self.state, FrameKVCache) and T == 1 and step is not None
+            k, v = self.state.append(k, v, step)
+            mask = None  # every slot written so far in this frame is in the past
+        else:
+            if self.state is None:
+                start = torch.zeros(1, device=x.device, dtype=torch.long)
+            else:
+                assert isinstance(self.state, RingKVCache)
+                start = self.state.end
+            positions = start + torch.arange(T, device=x.device)  # [T]
+            if self.rope_max_period is not None:
+                q, k = apply_rope(q, k, positions, self.rope_max_period)
+            if self.state is None:
+                key_positions = positions
+            else:
+                k, v, key_positions = self.state.append(k, v)
+            delta = positions[:, None] - key_positions[None, :]  # [T, keys]
+            mask = (key_positions >= 0) & (delta >= 0)
+            if self.context is not None:
+                mask = mask & (delta < self.context)
+
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).reshape(B, T, self.dim)
+        return self.out_projs[w](out)
+
+
+class GatedFFN(nn.Module):
+    """linear_out(silu(a) * b) where [a | b] = linear_in(x). Hidden size follows Kyutai's rule."""
+
+    def __init__(self, dim: int, dim_feedforward: int):
+        super().__init__()
+        hidden = 21 * dim // 8 if dim_feedforward == 4 * dim else 2 * dim_feedforward // 3
+        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
+        self.linear_out = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.linear_in(x).chunk(2, dim=-1)
+        return self.linear_out(F.silu(gate) * up)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: x += ls1 * attn(norm1(x)); x += ls2 * ffn(norm2(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dim_feedforward: int,
+        *,
+        norm: str,
+        gating: str,
+        layer_scale: float | None,
+        context: int | None,
+        rope_max_period: float | None,
+        num_steps: int = 0,
+    ):
+        super().__init__()
+        self.norm1 = make_norm(norm, dim)
+        self.self_attn = Attention(dim, num_heads, context, rope_max_period, num_steps)
+        self.norm2 = make_norm(norm, dim)
+        self.num_steps = num_steps
+        if gating == "none":  # Mimi: a plain GELU feed-forward, its linears on the layer itself
+            assert not num_steps
+            self.linear1 = nn.Linear(dim, dim_feedforward, bias=False)
+            self.linear2 = nn.Linear(dim_feedforward, dim, bias=False)
+        elif gating == "silu":
+            if num_steps:
+                self.gating = nn.ModuleList(
+                    GatedFFN(dim, dim_feedforward) for _ in range(num_steps)
+                )
+            else:
+                self.gating = GatedFFN(dim, dim_feedforward)
+        else:
+            raise ValueError(f"unsupported gating {gating!r} (expected 'none' or 'silu')")
+        if layer_scale is None:
+            self.layer_scale_1, self.layer_scale_2 = nn.Identity(), nn.Identity()
+        else:
+            self.layer_scale_1 = LayerScale(dim, layer_scale)
+            self.layer_scale_2 = LayerScale(dim, layer_scale)
+
+    def feed_forward(self, x: torch.Tensor, step: int | None) -> torch.Tensor:
+        if hasattr(self, "linear1"):
+            return self.linear2(F.gelu(self.linear1(x)))
+        if self.num_steps:
+            return self.gating[step](x)
+        return self.gating(x)
+
+    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), step))
+        return x + self.layer_scale_2(self.feed_forward(self.norm2(x), step))
+
+
+class Transformer(nn.Module):
+    """A stack of layers on [B, T, dim]. `step` selects per-step weights in the depth transformer."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_layers: int,
+        dim_feedforward: int,
+        *,
+        norm: str,
+        gating: str,
+        layer_scale: float | None,
+        context: int | None,
+        rope_max_period: float | None,
+        num_steps: int = 0,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                dim,
+                num_heads,
+                dim_feedforward,
+                norm=norm,
+                gating=gating,
+                layer_scale=layer_scale,
+                context=context,
+                rope_max_period=rope_max_period,
+                num_steps=num_steps,
+            )
+            for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, step)
+        return x

@@ -22,3 +22,13 @@ os.environ["XDG_DATA_HOME"] = os.path.join(_SESSION_HOME, "data")
 def pytest_unconfigure(config: object) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Moshi in Kyutai's folder layout (fused attention keys, as released)."""
+    from model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-moshi"), layout="fused")

@@ -41,7 +41,7 @@ def test_no_subcommand_says_the_window_is_not_there_yet(
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert "desktop window is not built yet" in out
-    assert "no subcommands exist yet" in out
+    assert "use a subcommand: talk" in out
 
 
 def test_no_subcommand_lists_the_subcommands_that_exist(

@@ -1,0 +1,158 @@
+"""The seam between the model and the app: one 80 ms frame of the user's voice in, Moshi's out.
+
+    pcm [1920] at 24 kHz -> Mimi encode -> LM step (text token + Moshi's codes) -> Mimi decode
+                         -> (text piece or "", pcm [1920] or None)
+
+The first step returns no audio: Moshi's first frame is complete one step later (codebooks 1..7 are
+delayed by a frame). Every frame given is stepped exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import ModelFiles, load_lm, load_mimi, resolve_folder
+from .config import FRAME_SIZE
+from .generate import FrameGenerator, SamplingSettings
+from .lm import LM
+from .mimi import Mimi
+from .streaming import reset_streaming, start_streaming, stop_streaming
+from .text import IncrementalDetokenizer, TextTokenizer
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for, but this torch build or machine has no CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("MPS was asked for, but it is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """The LM's run dtype: bf16 on a GPU, fp32 on the CPU unless asked otherwise."""
+    if name is None or name == "auto":
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join(DTYPES)})")
+    return DTYPES[name]
+
+
+@dataclass
+class StepResult:
+    text: str  # the new piece of Moshi's inner monologue, "" if none
+    pcm: np.ndarray | None  # [1920] float32 at 24 kHz, None on the first step
+    text_token: int | None = None
+    audio_tokens: list[int] | None = None
+    ms: dict[str, float] = field(default_factory=dict)  # per stage: encode, lm, decode
+
+
+class Pipeline:
+    def __init__(
+        self,
+        mimi: Mimi,
+        lm: LM,
+        tokenizer: TextTokenizer,
+        *,
+        sampling: SamplingSettings | None = None,
+        seed: int | None = None,
+        files: ModelFiles | None = None,
+    ):
+        self.mimi, self.lm, self.tokenizer, self.files = mimi, lm, tokenizer, files
+        self.device = lm.device
+        if sampling is None:
+            sampling = SamplingSettings.from_lm_gen_config(
+                files.config.lm_gen_config if files else {}
+            )
+        self.generator = FrameGenerator(lm, sampling, seed)
+        self.detokenizer = IncrementalDetokenizer(
+            tokenizer,
+            pad_id=lm.cfg.existing_text_padding_id,
+            end_of_padding_id=lm.cfg.existing_text_end_padding_id,
+        )
+        self.frames = 0
+        start_streaming(self.mimi, 1)
+        start_streaming(self.generator, 1)
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        device: str = "auto",
+        dtype: str | None = None,
+        *,
+        sampling: SamplingSettings | None = None,
+        seed: int | None = None,
+    ) -> Pipeline:
+        files = resolve_folder(folder)
+        dev = resolve_device(device)
+        mimi = load_mimi(files, dev)
+        lm = load_lm(files, dev, resolve_dtype(dtype, dev))
+        return cls(
+            mimi, lm, TextTokenizer(files.tokenizer), sampling=sampling, seed=seed, files=files
+        )
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return self.generator.sampling
+
+    @sampling.setter
+    def sampling(self, settings: SamplingSettings) -> None:
+        self.generator.sampling = settings  # applies from the next step
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new conversation: every streaming state back to its start."""
+        reset_streaming(self.mimi)
+        reset_streaming(self.generator)
+        self.detokenizer.reset()
+        self.frames = 0
+        if seed is not None:
+            self.generator.seed(seed)
+
+    def close(self) -> None:
+        stop_streaming(self.mimi)
+        stop_streaming(self.generator)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def step(self, pcm: np.ndarray | torch.Tensor) -> StepResult:
+        """One frame: pcm [1920] float in [-1, 1] at 24 kHz."""
+        frame = torch.as_tensor(pcm, dtype=torch.float32).reshape(-1)
+        if frame.numel() != FRAME_SIZE:
+            raise ValueError(f"a frame is {FRAME_SIZE} samples, got {frame.numel()}")
+        ms: dict[str, float] = {}
+        t0 = time.perf_counter()
+        codes = self.mimi.encode(frame.to(self.device)[None, None])  # [1, 8, 1]
+        self._sync()
+        t1 = time.perf_counter()
+        out = self.generator.step(codes[:, :, 0])  # [1, 1 + dep_q] or None
+        if out is not None:
+            tokens = out[0].tolist()  # one host sync per frame, after the step
+        self._sync()
+        t2 = time.perf_counter()
+        ms["encode"], ms["lm"] = 1000 * (t1 - t0), 1000 * (t2 - t1)
+        self.frames += 1
+        if out is None:
+            ms["decode"] = 0.0
+            return StepResult("", None, ms=ms)
+        audio = self.mimi.decode(out[:, 1:, None].to(self.device))  # [1, 1, 1920]
+        pcm_out = audio[0, 0].float().cpu().numpy()
+        ms["decode"] = 1000 * (time.perf_counter() - t2)
+        return StepResult(self.detokenizer.push(tokens[0]), pcm_out, tokens[0], tokens[1:], ms)

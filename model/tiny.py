@@ -1,0 +1,152 @@
+"""A tiny Moshi with random weights, written as a model folder in Kyutai's layout.
+
+Tests, benchmarks and self-checks load it through exactly the code that loads a released model:
+config.json, the LM weights (fused attention keys, as Kyutai publishes them, or split ones), Mimi's
+weights with its own config, and a SentencePiece tokenizer trained on the spot.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sentencepiece
+import torch
+from safetensors.torch import save_file
+
+from .checkpoint import fuse_attention
+from .config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME, CheckpointConfig, MimiConfig
+from .lm import LM
+from .mimi import Mimi
+
+MIMI_CONFIG_NAME = "mimi_config.json"
+
+# A Mimi with Kyutai's frame (1920 samples, ratios 8 6 5 4) but narrow layers.
+TINY_MIMI = {
+    "sample_rate": 24000,
+    "channels": 1,
+    "frame_rate": 12.5,
+    "seanet": {
+        "dimension": 32,
+        "n_filters": 4,
+        "n_residual_layers": 1,
+        "ratios": [8, 6, 5, 4],
+        "kernel_size": 7,
+        "residual_kernel_size": 3,
+        "last_kernel_size": 3,
+        "dilation_base": 2,
+        "compress": 2,
+        "causal": True,
+        "norm": "none",
+        "pad_mode": "constant",
+        "true_skip": True,
+        "activation": "ELU",
+    },
+    "quantizer": {
+        "dimension": 16,
+        "n_q": 8,
+        "bins": 64,
+        "input_dimension": 32,
+        "output_dimension": 32,
+    },
+    "transformer": {
+        "d_model": 32,
+        "num_heads": 2,
+        "num_layers": 2,
+        "dim_feedforward": 64,
+        "layer_scale": 0.01,
+        "context": 20,
+        "max_period": 10000,
+        "causal": True,
+        "conv_layout": True,
+        "gating": "none",
+        "norm": "layer_norm",
+        "positional_embedding": "rope",
+        "input_dimension": 32,
+        "output_dimensions": [32],
+    },
+}
+
+# Every key of Kyutai's config.json for Moshi 7B, with small sizes.
+TINY_LM = {
+    "dim": 32,
+    "text_card": 200,
+    "existing_text_padding_id": 3,
+    "n_q": 16,
+    "dep_q": 8,
+    "card": 64,
+    "num_heads": 2,
+    "num_layers": 2,
+    "hidden_scale": 4.125,
+    "causal": True,
+    "layer_scale": None,
+    "context": 16,
+    "max_period": 10000,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
+    "depformer_dim": 16,
+    "depformer_dim_feedforward": 66,
+    "depformer_num_heads": 2,
+    "depformer_num_layers": 2,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": True,
+    "depformer_context": 8,
+    "depformer_max_period": 10000,
+    "depformer_gating": "silu",
+    "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True,
+    "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
+}
+
+_CORPUS = """\
+Hello, how are you doing today? I am Moshi, and I can listen and talk at the same time.
+What would you like to talk about? The weather is nice, the sun is out and the sky is blue.
+Tell me about your day. I went to the market, bought some bread and met a friend.
+That sounds lovely! Do you like music? I play the piano and sing a little bit.
+"""
+
+
+def train_tokenizer(path: Path, vocab_size: int = 200) -> None:
+    """A small SentencePiece model with Moshi's special ids: 0 unk, 1 bos, 2 eos, 3 pad."""
+    with path.open("wb") as out:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(_CORPUS.splitlines()),
+            model_writer=out,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            character_coverage=1.0,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            minloglevel=2,
+        )
+
+
+def write_tiny_checkpoint(
+    folder: str | Path, *, layout: str = "fused", seed: int = 0, vocab_size: int = 200
+) -> Path:
+    """Write config.json, LM and Mimi weights, Mimi's config and a tokenizer into `folder`."""
+    assert layout in ("fused", "split"), layout
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    train_tokenizer(folder / TOKENIZER_NAME, vocab_size)
+    config = dict(
+        TINY_LM, text_card=vocab_size, mimi_config_name=MIMI_CONFIG_NAME, model_type="moshi"
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / MIMI_CONFIG_NAME).write_text(json.dumps(TINY_MIMI, indent=2))
+
+    lm_state = LM(CheckpointConfig.from_dict(config).lm).state_dict()
+    mimi_state = Mimi(MimiConfig.from_dict(TINY_MIMI)).state_dict()
+    for key, value in mimi_state.items():  # a fresh codebook is all zeros: make it distinct
+        if key.endswith("embedding_sum"):
+            value.normal_()
+    if layout == "fused":
+        lm_state, mimi_state = fuse_attention(lm_state), fuse_attention(mimi_state)
+    save_file({k: v.contiguous() for k, v in lm_state.items()}, str(folder / MOSHI_NAME))
+    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
+    return folder

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import LMConfig
-from .transformer import RMSNorm, Transformer
+from .transformer import LayerSpec, RMSNorm, Transformer
 
 
 class Embedding(nn.Embedding):
@@ -35,10 +35,9 @@ class LM(nn.Module):
         # The extra row of each table (index card / text_card) is the "initial" token.
         self.emb = nn.ModuleList(Embedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q))
         self.text_emb = Embedding(cfg.text_card + 1, cfg.dim)
-        self.transformer = Transformer(
+        temporal = LayerSpec(
             cfg.dim,
             cfg.num_heads,
-            cfg.num_layers,
             cfg.dim_feedforward,
             norm="rms_norm_f32",
             gating="silu",
@@ -46,6 +45,7 @@ class LM(nn.Module):
             context=cfg.context,
             rope_max_period=cfg.max_period,
         )
+        self.transformer = Transformer(temporal, cfg.num_layers)
         self.out_norm = RMSNorm(cfg.dim)
         self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
 
@@ -57,10 +57,10 @@ class LM(nn.Module):
         self.depformer_emb = nn.ModuleList(
             Embedding(cfg.card + 1, cfg.depformer_dim) for _ in range(cfg.dep_q - 1)
         )
-        self.depformer = Transformer(
+        # No positional embedding, and a cache that spans one frame (one slot per step).
+        depth = LayerSpec(
             cfg.depformer_dim,
             cfg.depformer_num_heads,
-            cfg.depformer_num_layers,
             cfg.depformer_dim_feedforward,
             norm="rms_norm_f32",
             gating="silu",
@@ -69,6 +69,7 @@ class LM(nn.Module):
             rope_max_period=None,
             num_steps=cfg.dep_q,
         )
+        self.depformer = Transformer(depth, cfg.depformer_num_layers)
         self.linears = nn.ModuleList(
             nn.Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q)
         )

@@ -20,7 +20,7 @@ from torch import nn
 from .config import MimiConfig, SEANetConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .streaming import StreamingModule
-from .transformer import Transformer
+from .transformer import LayerSpec, Transformer
 
 # --- SEANet: the convolutional encoder and decoder ----------------------------------------------
 
@@ -100,10 +100,9 @@ class MimiTransformer(nn.Module):
     def __init__(self, cfg: MimiConfig):
         super().__init__()
         t = cfg.transformer
-        self.transformer = Transformer(
+        spec = LayerSpec(
             t.d_model,
             t.num_heads,
-            t.num_layers,
             t.dim_feedforward,
             norm="layer_norm",
             gating="none",
@@ -111,6 +110,7 @@ class MimiTransformer(nn.Module):
             context=t.context,
             rope_max_period=t.max_period,
         )
+        self.transformer = Transformer(spec, t.num_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transformer(x.transpose(1, 2)).transpose(1, 2)

@@ -12,6 +12,7 @@ Parameter names follow Kyutai's in-memory names (``self_attn.in_projs.0.weight``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -228,45 +229,51 @@ class GatedFFN(nn.Module):
         return self.linear_out(F.silu(gate) * up)
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """What one transformer layer is made of."""
+
+    dim: int
+    num_heads: int
+    dim_feedforward: int
+    norm: str  # "layer_norm" (Mimi) or "rms_norm_f32" (LM)
+    gating: str  # "none": GELU feed-forward (Mimi); "silu": gated (LM)
+    layer_scale: float | None  # initial LayerScale, None for none
+    context: int | None  # steps a query looks back; None: the depth transformer's one frame
+    rope_max_period: float | None  # None: no positional embedding
+    num_steps: int = 0  # > 0: separate attention and feed-forward weights per depth step
+
+
 class TransformerLayer(nn.Module):
     """Pre-norm layer: x += ls1 * attn(norm1(x)); x += ls2 * ffn(norm2(x))."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        dim_feedforward: int,
-        *,
-        norm: str,
-        gating: str,
-        layer_scale: float | None,
-        context: int | None,
-        rope_max_period: float | None,
-        num_steps: int = 0,
-    ):
+    def __init__(self, spec: LayerSpec):
         super().__init__()
-        self.norm1 = make_norm(norm, dim)
-        self.self_attn = Attention(dim, num_heads, context, rope_max_period, num_steps)
-        self.norm2 = make_norm(norm, dim)
+        dim, num_steps = spec.dim, spec.num_steps
+        self.norm1 = make_norm(spec.norm, dim)
+        self.self_attn = Attention(
+            dim, spec.num_heads, spec.context, spec.rope_max_period, num_steps
+        )
+        self.norm2 = make_norm(spec.norm, dim)
         self.num_steps = num_steps
-        if gating == "none":  # Mimi: a plain GELU feed-forward, its linears on the layer itself
+        if spec.gating == "none":  # Mimi: a plain GELU feed-forward, its linears on the layer
             assert not num_steps
-            self.linear1 = nn.Linear(dim, dim_feedforward, bias=False)
-            self.linear2 = nn.Linear(dim_feedforward, dim, bias=False)
-        elif gating == "silu":
+            self.linear1 = nn.Linear(dim, spec.dim_feedforward, bias=False)
+            self.linear2 = nn.Linear(spec.dim_feedforward, dim, bias=False)
+        elif spec.gating == "silu":
             if num_steps:
                 self.gating = nn.ModuleList(
-                    GatedFFN(dim, dim_feedforward) for _ in range(num_steps)
+                    GatedFFN(dim, spec.dim_feedforward) for _ in range(num_steps)
                 )
             else:
-                self.gating = GatedFFN(dim, dim_feedforward)
+                self.gating = GatedFFN(dim, spec.dim_feedforward)
         else:
-            raise ValueError(f"unsupported gating {gating!r} (expected 'none' or 'silu')")
-        if layer_scale is None:
+            raise ValueError(f"unsupported gating {spec.gating!r} (expected 'none' or 'silu')")
+        if spec.layer_scale is None:
             self.layer_scale_1, self.layer_scale_2 = nn.Identity(), nn.Identity()
         else:
-            self.layer_scale_1 = LayerScale(dim, layer_scale)
-            self.layer_scale_2 = LayerScale(dim, layer_scale)
+            self.layer_scale_1 = LayerScale(dim, spec.layer_scale)
+            self.layer_scale_2 = LayerScale(dim, spec.layer_scale)
 
     def feed_forward(self, x: torch.Tensor, step: int | None) -> torch.Tensor:
         if hasattr(self, "linear1"):
@@ -283,35 +290,9 @@ class TransformerLayer(nn.Module):
 class Transformer(nn.Module):
     """A stack of layers on [B, T, dim]. `step` selects per-step weights in the depth transformer."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        num_layers: int,
-        dim_feedforward: int,
-        *,
-        norm: str,
-        gating: str,
-        layer_scale: float | None,
-        context: int | None,
-        rope_max_period: float | None,
-        num_steps: int = 0,
-    ):
+    def __init__(self, spec: LayerSpec, num_layers: int):
         super().__init__()
-        self.layers = nn.ModuleList(
-            TransformerLayer(
-                dim,
-                num_heads,
-                dim_feedforward,
-                norm=norm,
-                gating=gating,
-                layer_scale=layer_scale,
-                context=context,
-                rope_max_period=rope_max_period,
-                num_steps=num_steps,
-            )
-            for _ in range(num_layers)
-        )
+        self.layers = nn.ModuleList(TransformerLayer(spec) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
         for layer in self.layers:

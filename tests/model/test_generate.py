@@ -25,14 +25,7 @@ LOGITS = torch.tensor([0.3, 2.0, -1.0, 1.1, 0.0, 1.7, -0.4, 0.8, 2.2, -2.0, 0.5,
 DRAWS = 200_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread runs them faster than two, and far faster (20x here)
-    when other processes share the CPU and a second thread has to wait for its turn."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def expected_distribution(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:

@@ -73,14 +73,7 @@ MIMI_CONFIG["quantizer"].update(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread runs them faster than two, and far faster (20x here)
-    when other processes share the CPU and a second thread has to wait for its turn."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:

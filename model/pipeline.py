@@ -91,14 +91,15 @@ class Pipeline:
     @classmethod
     def load(
         cls,
-        folder: str | Path,
+        source: str | Path | ModelFiles,
         device: str = "auto",
         dtype: str | None = None,
         *,
         sampling: SamplingSettings | None = None,
         seed: int | None = None,
     ) -> Pipeline:
-        files = resolve_folder(folder)
+        """Load from a folder in Kyutai's layout, or files located by `model.hub.locate_model`."""
+        files = source if isinstance(source, ModelFiles) else resolve_folder(source)
         dev = resolve_device(device)
         mimi = load_mimi(files, dev)
         lm = load_lm(files, dev, resolve_dtype(dtype, dev))

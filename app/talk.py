@@ -21,7 +21,7 @@ from .audiofile import SAMPLE_RATE, atomic_output, read_audio, write_wav
 from .errors import UserError
 
 FRAME_SIZE = 1920
-DEFAULT_MODEL = "kyutai/moshiko-pytorch-bf16"
+DEFAULT_MODEL = "kyutai/moshiko-pytorch-bf16"  # the same as model.hub.DEFAULT_REPO
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +30,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=DEFAULT_MODEL,
         metavar="REPO_OR_FOLDER",
-        help="a local folder in Kyutai's layout (config.json optional, LM and "
-        "Mimi weights, tokenizer)",
+        help="a Hugging Face repository id (default %(default)s; also "
+        "kyutai/moshika-pytorch-bf16 and the -q8 siblings), downloaded into the Hugging Face "
+        "cache, or a local folder in Kyutai's layout",
+    )
+    parser.add_argument("--revision", help="a branch, tag or commit of the repository")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only what is in the cache (also HF_HUB_OFFLINE=1; automatic when the hub "
+        "cannot be reached)",
     )
     parser.add_argument(
         "--device",
@@ -116,15 +124,12 @@ def load_pipeline(args: argparse.Namespace, sampling=None):
     from model.pipeline import Pipeline
     from model.text import TokenizerError
 
-    folder = Path(args.model).expanduser()
-    if not folder.exists():
-        raise UserError(
-            f"model folder not found: {args.model} (downloading from the Hugging Face "
-            "hub is not supported yet: pass a local folder in Kyutai's layout)"
-        )
+    from .download import locate
+
+    files = locate(args)
     try:
         return Pipeline.load(
-            folder, args.device, args.dtype, sampling=sampling, seed=getattr(args, "seed", None)
+            files, args.device, args.dtype, sampling=sampling, seed=getattr(args, "seed", None)
         )
     except (CheckpointError, ConfigError, TokenizerError) as e:
         raise UserError(f"cannot load the model: {e}") from e

@@ -6,9 +6,14 @@
   a test that tries to download fails at once instead of reaching the network.
 """
 
+import hashlib
+import http.server
 import os
+import re
 import shutil
 import tempfile
+import threading
+from urllib.parse import unquote
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -32,3 +37,76 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     from model.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-moshi"), layout="fused")
+
+
+class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    """Answers huggingface_hub's file requests: /{owner}/{repo}/resolve/{revision}/{path}."""
+
+    def do_HEAD(self) -> None:
+        self._serve(with_body=False)
+
+    def do_GET(self) -> None:
+        self._serve(with_body=True)
+
+    def _serve(self, with_body: bool) -> None:
+        hub = self.server
+        match = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", unquote(self.path))
+        folder = hub.repos.get(match.group(1)) if match else None
+        if folder is None:
+            return self._error("RepoNotFound")
+        path = folder / match.group(3)
+        if not path.is_file():
+            return self._error("EntryNotFound")
+        data = path.read_bytes()
+        start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-")).group(1))
+        hub.requests.append((self.command, match.group(3), start))
+        self.send_response(206 if start else 200)
+        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(data) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if with_body:
+            for i in range(start, len(data), 65536):  # in pieces, as a real server streams
+                self.wfile.write(data[i : i + 65536])
+
+    def _error(self, code: str) -> None:
+        self.send_response(404)
+        self.send_header("X-Error-Code", code)
+        if code == "EntryNotFound":  # the hub names the commit it looked in
+            self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """A Hugging Face hub on 127.0.0.1 serving `hub.repos` ({repo id: folder}), online mode on,
+    and an empty cache of its own. `hub.requests` records (method, file, first byte)."""
+    from huggingface_hub import constants
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHubHandler)
+    hub.repos, hub.requests = {}, []
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    cache = tmp_path_factory.mktemp("hf-cache")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HUGGINGFACE_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 65536)
+    hub.cache = cache
+    yield hub
+    hub.shutdown()
+    hub.server_close()

@@ -1,0 +1,302 @@
+"""Where a model's files come from: a local folder, or a Hugging Face repository.
+
+Repositories download through `huggingface_hub` into its standard cache (shared with every other
+tool that uses it), file by file, with per-byte progress reported to a callback. Cancelling stops
+a download midway; the partial file stays in the cache and the next download resumes it.
+
+Offline (`offline=True`, `HF_HUB_OFFLINE=1`, or automatically when the hub cannot be reached), only
+cached files are used; if some are missing, one error names them all and says how to get them.
+`config.json` is optional, as in Kyutai's loader: without it, Moshi 7B and the default file names.
+File names in config.json may point into another repository (`hf://owner/repo/path`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .checkpoint import CheckpointError, ModelFiles, resolve_folder
+from .config import CheckpointConfig, ConfigError, MimiConfig
+
+DEFAULT_REPO = "kyutai/moshiko-pytorch-bf16"
+KNOWN_REPOS = {
+    "kyutai/moshiko-pytorch-bf16": "Moshiko (male voice), bfloat16, 15.4 GB",
+    "kyutai/moshika-pytorch-bf16": "Moshika (female voice), bfloat16, 15.4 GB",
+    "kyutai/moshiko-pytorch-q8": "Moshiko (male voice), int8, 8 GB",
+    "kyutai/moshika-pytorch-q8": "Moshika (female voice), int8, 8 GB",
+}
+LICENSE = (
+    "Moshi's weights are published by Kyutai under the Creative Commons Attribution 4.0 licence "
+    "(CC-BY 4.0): https://creativecommons.org/licenses/by/4.0/"
+)
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class DownloadCancelled(Exception):
+    """The user cancelled a download; what was fetched so far stays in the cache."""
+
+
+@dataclass
+class Progress:
+    """One update of a download: `done` of `total` bytes of file `index` (1-based) of `count`."""
+
+    repo: str
+    filename: str
+    done: int
+    total: int | None
+    index: int
+    count: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def is_repo_id(source: str) -> bool:
+    return bool(_REPO_ID.match(source)) and not Path(source).expanduser().exists()
+
+
+def locate_model(
+    source: str | Path = DEFAULT_REPO,
+    *,
+    revision: str | None = None,
+    offline: bool | None = None,
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ModelFiles:
+    """The files of the model at `source`: a folder in Kyutai's layout or a repository id.
+
+    With `download=False` nothing is fetched: a repository must already be in the cache.
+    """
+    if not is_repo_id(str(source)):
+        return resolve_folder(Path(source).expanduser())
+    return _Fetcher(str(source), revision, offline, download, progress, cancel).model_files()
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        repo: str,
+        revision: str | None,
+        offline: bool | None,
+        download: bool,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ):
+        from huggingface_hub import constants
+
+        self.repo, self.revision = repo, revision
+        self.local_only = (
+            not download or bool(offline) or (offline is None and constants.is_offline_mode())
+        )
+        self.unreachable = ""  # why the hub cannot be reached, if it cannot
+        if not self.local_only:
+            self.unreachable = _unreachable(constants.ENDPOINT)
+            self.local_only = bool(self.unreachable)
+        self.progress, self.cancel = progress, cancel
+        self.count = 0  # files to fetch, known once config.json is read
+        self.missing: list[str] = []
+
+    def model_files(self) -> ModelFiles:
+        config_path = self.fetch(self.repo, "config.json", optional=True)
+        try:
+            config = CheckpointConfig.from_json(config_path) if config_path else CheckpointConfig()
+        except (ConfigError, ValueError, TypeError) as e:
+            raise CheckpointError(f"config.json of {self.repo} cannot be used: {e}") from e
+        names = [config.moshi_name, config.mimi_name, config.tokenizer_name]
+        if config.mimi_config_name:
+            names.append(config.mimi_config_name)
+        self.count = len(names)
+        paths = [self.fetch_reference(name, index) for index, name in enumerate(names, 1)]
+        if self.missing:
+            self.raise_missing()
+        lm = config.lm
+        num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
+        mimi_config = MimiConfig(num_codebooks=num_codebooks)
+        if config.mimi_config_name:
+            try:
+                mimi_config = MimiConfig.from_json(paths[3], num_codebooks)
+            except (ConfigError, ValueError, TypeError) as e:
+                raise CheckpointError(f"{config.mimi_config_name} cannot be used: {e}") from e
+        return ModelFiles(paths[0].parent, config, mimi_config, *paths[:3])
+
+    def fetch_reference(self, name: str, index: int) -> Path | None:
+        """A file name from config.json: in this repository, another one (hf://), or local."""
+        if name.startswith("file://"):
+            return Path(name.removeprefix("file://"))
+        if name.startswith("hf://"):
+            owner, repo, *rest = name.removeprefix("hf://").split("/")
+            return self.fetch(f"{owner}/{repo}", "/".join(rest), index=index)
+        return self.fetch(self.repo, name, index=index)
+
+    def fetch(
+        self, repo: str, filename: str, *, optional: bool = False, index: int = 0
+    ) -> Path | None:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        if self.local_only:
+            cached = try_to_load_from_cache(repo, filename, revision=self.revision)
+            if isinstance(cached, str):
+                return Path(cached)
+            if optional and cached is not None:  # the cache knows the repository lacks it
+                return None
+            self.missing.append(f"{repo}/{filename}")
+            return None
+        try:
+            if not optional:  # config.json is small; hf_hub_download records its absence
+                self.prefetch_blob(repo, filename, index)
+            return Path(
+                hf_hub_download(
+                    repo,
+                    filename,
+                    revision=self.revision,
+                    **self._progress_kwargs(repo, filename, index),
+                )
+            )
+        except EntryNotFoundError:
+            if optional:
+                return None
+            raise CheckpointError(f"{repo} has no file {filename}") from None
+        except RepositoryNotFoundError:
+            raise CheckpointError(
+                f"repository {repo} not found on the Hugging Face hub (or it is private: log in "
+                "with `hf auth login`)"
+            ) from None
+        except GatedRepoError:
+            raise CheckpointError(
+                f"{repo} is gated: accept its terms on huggingface.co and "
+                "log in with `hf auth login`"
+            ) from None
+        except RevisionNotFoundError:
+            raise CheckpointError(f"{repo} has no revision {self.revision}") from None
+        except LocalEntryNotFoundError as e:  # the hub stopped answering; the file is not cached
+            self.unreachable = str(e.__cause__ or e).splitlines()[0]
+            self.local_only = True
+            self.missing.append(f"{repo}/{filename}")
+            return None
+
+    def prefetch_blob(self, repo: str, filename: str, index: int) -> None:
+        """Download the file's content into the cache as `blobs/<etag>`, resuming what an
+        interrupted download left in `blobs/<etag>.partial`. huggingface_hub itself deletes
+        partial downloads; given the blob, `hf_hub_download` only links it into the snapshot."""
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get, repo_folder_name
+        from huggingface_hub.utils import build_hf_headers
+
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=self.revision))
+        if meta.etag is None or meta.size is None:
+            return  # a server that does not say: leave it all to hf_hub_download
+        storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+        blob = storage / "blobs" / meta.etag
+        if blob.exists():
+            return
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        partial = blob.with_name(meta.etag + ".partial")
+        done = partial.stat().st_size if partial.exists() else 0
+        if done > meta.size:
+            partial.unlink()
+            done = 0
+        free = shutil.disk_usage(blob.parent).free
+        if meta.size - done > free:
+            raise CheckpointError(
+                f"not enough disk space for {filename}: it needs {_gb(meta.size - done)} more, "
+                f"{_gb(free)} is free in {blob.parent}"
+            )
+        if done < meta.size:
+            with partial.open("ab") as f:
+                http_get(
+                    meta.location,
+                    f,
+                    resume_size=done,
+                    headers=build_hf_headers(),
+                    expected_size=meta.size,
+                    **self._progress_kwargs(repo, filename, index),
+                )
+        if partial.stat().st_size != meta.size:
+            raise CheckpointError(f"the download of {filename} is incomplete; run it again")
+        os.replace(partial, blob)
+
+    def _progress_kwargs(self, repo: str, filename: str, index: int) -> dict:
+        from huggingface_hub import hf_hub_download
+
+        if "tqdm_class" not in inspect.signature(hf_hub_download).parameters:
+            return {}  # an older huggingface_hub: no per-byte progress, no cancelling midway
+        start = Progress(repo, filename, 0, None, index, self.count)
+        return {"tqdm_class": _progress_bar(start, self.progress, self.cancel)}
+
+    def raise_missing(self) -> None:
+        files = ", ".join(self.missing)
+        if self.unreachable:
+            why = f"the Hugging Face hub cannot be reached ({self.unreachable})"
+        else:
+            why = "offline mode is on"
+        raise CheckpointError(
+            f"{why} and these files are not in the cache: {files}. Connect to the internet "
+            f"and run `moshi-desktop download --model {self.repo}`, or pass a local folder "
+            "with --model"
+        )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB"
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str:
+    """Why the hub at `endpoint` cannot be reached, or "" if it answers a TCP connection.
+    Checked once, so an offline machine does not wait through every file's retries."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return ""
+    except OSError as e:
+        return f"cannot connect to {url.hostname}: {e.strerror or e}"
+
+
+def _progress_bar(
+    start: Progress, callback: ProgressCallback | None, cancel: threading.Event | None
+) -> type:
+    """A tqdm class for huggingface_hub that draws nothing and reports to `callback`."""
+    from tqdm.auto import tqdm
+
+    class ProgressBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.progress = Progress(
+                start.repo,
+                start.filename,
+                kwargs.get("initial") or 0,
+                kwargs.get("total"),
+                start.index,
+                start.count,
+            )
+            self.report(0)
+
+        def report(self, n: float) -> None:
+            if cancel is not None and cancel.is_set():
+                raise DownloadCancelled(f"download of {start.filename} cancelled")
+            self.progress.done += int(n)
+            if callback is not None:
+                callback(Progress(**vars(self.progress)))
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.report(n or 0)
+            return None
+
+    return ProgressBar

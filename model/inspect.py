@@ -1,0 +1,439 @@
+"""Checking a model's files against its architecture without loading a single weight.
+
+Only the safetensors headers are read (8 bytes of length, then a JSON table of every tensor's name,
+dtype, shape and byte range), so a 15 GB checkpoint is checked in about a second. Names and shapes
+are checked by the code that loads the weights, `adapt_state_dict`, fed with meta tensors built from
+the header and a model built on the meta device: one source of truth, in either attention layout.
+On top of that: the dtypes (LM floats in any float dtype, Mimi's in float32, int8 linear weights
+with float32 per-row scales in a q8 checkpoint), whether each file is as long as its header says
+(a truncated download), and the text tokenizer's vocabulary against the LM's `text_card`.
+
+    inspect_model(files) -> ModelReport: checks (level + message), parameter counts, and
+                            `memory_needed(dtype)`, what running the model at that dtype takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, ModelFiles, adapt_state_dict
+from .lm import LM
+from .mimi import Mimi
+from .text import TextTokenizer, TokenizerError
+from .transformer import Attention
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_MAX_LISTED = 8
+_BIG_LM = 1_000_000_000  # parameters: above this, float32 weights and the CPU deserve a warning
+
+
+@dataclass
+class Check:
+    """One line of a report: `level` is OK, WARN or FAIL; `message` may run over several lines."""
+
+    level: str
+    message: str
+
+
+@dataclass
+class TensorInfo:
+    """One entry of a safetensors header."""
+
+    dtype: str  # as safetensors names it: "BF16", "F32", "I8", ...
+    shape: tuple[int, ...]
+    start: int  # byte range in the data section
+    end: int
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return _DTYPES.get(self.dtype)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+_DTYPES: dict[str, torch.dtype] = {
+    name: getattr(torch, attr)
+    for name, attr in {
+        "BOOL": "bool",
+        "U8": "uint8",
+        "I8": "int8",
+        "I16": "int16",
+        "U16": "uint16",
+        "I32": "int32",
+        "U32": "uint32",
+        "I64": "int64",
+        "U64": "uint64",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "F32": "float32",
+        "F64": "float64",
+        "F8_E4M3": "float8_e4m3fn",
+        "F8_E5M2": "float8_e5m2",
+    }.items()
+    if hasattr(torch, attr)
+}
+
+
+def read_header(path: str | Path) -> dict[str, TensorInfo]:
+    """The tensor table of a safetensors file, read without touching the tensors' data.
+
+    Raises CheckpointError if the file is missing, is not safetensors, or is shorter than its
+    header says (a download that stopped midway).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(_MAX_HEADER, size - 8):
+                raise CheckpointError(
+                    f"{path.name} is not a safetensors file (header length {length} does not "
+                    f"fit its {size} bytes)"
+                )
+            raw = json.loads(f.read(length))
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
+    except (ValueError, UnicodeDecodeError) as e:  # JSON errors are ValueErrors
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header: {e})") from e
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header)")
+
+    tensors: dict[str, TensorInfo] = {}
+    try:
+        for name, entry in raw.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            tensors[name] = TensorInfo(
+                str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), int(start), int(end)
+            )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header entry)") from e
+    for name, info in tensors.items():
+        dtype = info.torch_dtype
+        if dtype is not None and info.end - info.start != info.numel * dtype.itemsize:
+            raise CheckpointError(
+                f"{path.name} is not a valid safetensors file: {name} has {info.end - info.start}"
+                f" bytes for {info.numel} values of {_dtype_name(info.dtype)}"
+            )
+    data_size = max((t.end for t in tensors.values()), default=0)
+    if 8 + length + data_size > size:
+        raise CheckpointError(
+            f"{path.name} is truncated: its header describes {_size(8 + length + data_size)} but "
+            f"the file has {_size(size)} (an interrupted download? fetch it again)"
+        )
+    return tensors
+
+
+def meta_state(header: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
+    """Tensors on the meta device with the header's shapes and dtypes: no memory, no data."""
+    return {
+        name: torch.empty(info.shape, dtype=info.torch_dtype or torch.uint8, device="meta")
+        for name, info in header.items()
+    }
+
+
+def linear_weight_names(module: nn.Module) -> set[str]:
+    """The state-dict names of every nn.Linear weight: what a q8 checkpoint stores as int8."""
+    return {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes that running the model at one dtype takes, batch 1."""
+
+    lm_weights: int
+    kv_cache: int
+    mimi: int
+    margin: int  # activations, allocator slack, the tokenizer, ...
+
+    @property
+    def total(self) -> int:
+        return self.lm_weights + self.kv_cache + self.mimi + self.margin
+
+    def describe(self) -> str:
+        return (
+            f"{_size(self.total)} (LM weights {_size(self.lm_weights)} + KV cache "
+            f"{_size(self.kv_cache)} + Mimi {_size(self.mimi)} + margin {_size(self.margin)})"
+        )
+
+
+@dataclass
+class ModelReport:
+    """What `inspect_model` found; `ok` unless a check failed."""
+
+    checks: list[Check] = field(default_factory=list)
+    lm_parameters: int = 0
+    mimi_parameters: int = 0
+    mimi_values: int = 0  # parameters plus the codebooks, which are buffers
+    quantized: bool = False
+    lm_linear_values: int = 0  # int8 in a q8 checkpoint
+    lm_linear_rows: int = 0  # one float32 scale each in a q8 checkpoint
+    lm_cache_values: int = 0  # keys and values of every attention's cache, batch 1
+    mimi_cache_values: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.level != FAIL for c in self.checks)
+
+    def add(self, level: str, message: str) -> None:
+        self.checks.append(Check(level, message))
+
+    def memory_needed(self, dtype: torch.dtype) -> MemoryEstimate:
+        """Running at `dtype` (the LM's; Mimi stays float32): weights, caches and a margin."""
+        size = torch.empty((), dtype=dtype).element_size()
+        if self.quantized:
+            others = self.lm_parameters - self.lm_linear_values
+            weights = self.lm_linear_values + 4 * self.lm_linear_rows + others * size
+        else:
+            weights = self.lm_parameters * size
+        kv_cache = self.lm_cache_values * size
+        mimi = 4 * (self.mimi_values + self.mimi_cache_values)
+        margin = max(256_000_000, (weights + kv_cache + mimi) // 10)
+        return MemoryEstimate(weights, kv_cache, mimi, margin)
+
+
+def inspect_model(files: ModelFiles) -> ModelReport:
+    """Check every file of the model at `files` against the architecture its config describes."""
+    report = ModelReport()
+    cfg = files.config.lm
+    report.quantized = _quantized(files)
+    with torch.device("meta"):
+        lm = LM(cfg)
+        mimi = Mimi(files.mimi_config)
+    report.lm_parameters = lm.parameter_count()
+    report.mimi_parameters = sum(p.numel() for p in mimi.parameters())
+    report.mimi_values = sum(t.numel() for t in mimi.state_dict().values())
+    linears = linear_weight_names(lm)
+    report.lm_linear_values = sum(lm.get_parameter(n).numel() for n in linears)
+    report.lm_linear_rows = sum(lm.get_parameter(n).shape[0] for n in linears)
+    report.lm_cache_values = _cache_values(lm)
+    report.mimi_cache_values = _cache_values(mimi)
+
+    report.add(
+        OK,
+        f"LM: {_count(report.lm_parameters)} parameters (dim {cfg.dim}, {cfg.num_layers} layers, "
+        f"depth transformer {cfg.depformer_num_layers} layers, context {cfg.context} frames, "
+        f"text vocabulary {cfg.text_card})",
+    )
+    _check_lm(report, files.lm_weights, lm, linears)
+    report.add(
+        OK,
+        f"Mimi: {_count(report.mimi_parameters)} parameters "
+        f"({_count(report.mimi_values)} values with the codebooks), "
+        f"{files.mimi_config.num_codebooks} codebooks in use",
+    )
+    _check_mimi(report, files.mimi_weights, mimi)
+    _check_tokenizer(report, files.tokenizer, cfg.text_card)
+    return report
+
+
+def _quantized(files: ModelFiles) -> bool:
+    """Whether config.json says `"quantize": true` (a q8 checkpoint)."""
+    for holder in (files.config, files.config.lm):
+        value = getattr(holder, "quantize", None)
+        if value is not None:
+            return bool(value)
+    return False
+
+
+def _cache_values(module: nn.Module) -> int:
+    """Keys and values that every attention of `module` caches while streaming, batch 1."""
+    return sum(
+        2 * m.dim * (m.num_steps or m.context or 0)
+        for m in module.modules()
+        if isinstance(m, Attention)
+    )
+
+
+def _read(report: ModelReport, what: str, path: Path) -> dict[str, TensorInfo] | None:
+    try:
+        return read_header(path)
+    except CheckpointError as e:
+        report.add(FAIL, f"{what}: {e}")
+        return None
+
+
+def _fit(report: ModelReport, what: str, header: dict[str, TensorInfo], module: nn.Module) -> bool:
+    """Names and shapes, checked by the loader's own `adapt_state_dict` on meta tensors."""
+    try:
+        adapt_state_dict(meta_state(header), module)
+    except CheckpointError as e:
+        report.add(FAIL, f"{what} do not fit the model: {e}")
+        return False
+    return True
+
+
+def _listed(names: list[str]) -> str:
+    shown = "\n".join(names[:_MAX_LISTED])
+    more = f"\n... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _dtypes(header: dict[str, TensorInfo]) -> str:
+    counts = Counter(_dtype_name(t.dtype) for t in header.values())
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{name} ({n})" for name, n in counts.most_common())
+
+
+def _dtype_name(code: str) -> str:
+    dtype = _DTYPES.get(code)
+    return str(dtype).removeprefix("torch.") if dtype is not None else code
+
+
+def _is_float(info: TensorInfo) -> bool:
+    return info.torch_dtype is not None and info.torch_dtype.is_floating_point
+
+
+def _on_disk_names(name: str) -> list[str]:
+    """The keys an in-memory linear weight may have on disk: its own, or a fused attention key."""
+    m = re.match(r"(.*self_attn\.)(in_projs|out_projs)\.\d+\.weight$", name)
+    if m is None:
+        return [name]
+    if m.group(2) == "in_projs":
+        return [name, m.group(1) + "in_proj_weight", m.group(1) + "in_proj.weight"]
+    return [name, m.group(1) + "out_proj.weight"]
+
+
+def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> None:
+    what = f"LM weights {path.name}"
+    header = _read(report, what, path)
+    if header is None:
+        return
+    scales = {k: v for k, v in header.items() if k.endswith("_scb")}
+    weights = {k: v for k, v in header.items() if k not in scales}
+    fits = _fit(report, what, weights, lm)
+    problems: list[str] = []
+
+    if report.quantized:
+        int8_keys: set[str] = set()
+        for name in sorted(linears):
+            key = next((k for k in _on_disk_names(name) if k in weights), None)
+            if key is not None:
+                int8_keys.add(key)
+        for key in sorted(int8_keys):
+            info, scale = weights[key], scales.get(key + "_scb")
+            if info.dtype != "I8":
+                problems.append(f"{key}: expected int8, found {_dtype_name(info.dtype)}")
+            rows = info.shape[:1]
+            if scale is None:
+                problems.append(f"{key}_scb: missing (expected float32 scales of shape {rows})")
+            elif scale.dtype != "F32" or scale.shape != rows:
+                problems.append(
+                    f"{key}_scb: expected float32 of shape {rows}, found "
+                    f"{_dtype_name(scale.dtype)} of shape {scale.shape}"
+                )
+        for key in sorted(set(scales) - {k + "_scb" for k in int8_keys}):
+            problems.append(f"{key}: unexpected key (a scale for no int8 linear weight)")
+        others = sorted(set(weights) - int8_keys)
+    else:
+        if scales:
+            problems.append(
+                f"{len(scales)} int8 scales (*_scb, e.g. {min(scales)}): this is a q8 "
+                'checkpoint, but config.json does not say "quantize": true'
+            )
+        others = sorted(weights)
+    for key in others:
+        info = weights[key]
+        if not _is_float(info):
+            problems.append(f"{key}: expected a float dtype, found {_dtype_name(info.dtype)}")
+
+    if problems:
+        report.add(FAIL, f"{what}: {len(problems)} dtype problem(s):\n{_listed(problems)}")
+    elif fits:
+        kind = "int8 linear weights with float32 scales, " if report.quantized else ""
+        floats = {k: weights[k] for k in others}
+        report.add(
+            OK,
+            f"{what}: {len(header)} tensors ({_size(path.stat().st_size)}), {kind}"
+            f"{_dtypes(floats)}; names and shapes match",
+        )
+        if (
+            not report.quantized
+            and report.lm_parameters > _BIG_LM
+            and all(v.dtype == "F32" for v in floats.values())
+        ):
+            report.add(
+                WARN,
+                f"{what} is stored in float32, twice the size of the bfloat16 release "
+                "(it loads and runs the same)",
+            )
+
+
+def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
+    what = f"Mimi weights {path.name}"
+    header = _read(report, what, path)
+    if header is None:
+        return
+    fits = _fit(report, what, header, mimi)
+    not_float = [
+        f"{k}: expected float32, found {_dtype_name(v.dtype)}"
+        for k, v in sorted(header.items())
+        if not _is_float(v)
+    ]
+    if not_float:
+        report.add(FAIL, f"{what}: {len(not_float)} dtype problem(s):\n{_listed(not_float)}")
+    elif fits:
+        report.add(
+            OK,
+            f"{what}: {len(header)} tensors ({_size(path.stat().st_size)}), {_dtypes(header)}; "
+            "names and shapes match",
+        )
+        lower = sorted(k for k, v in header.items() if v.dtype != "F32")
+        if lower:
+            report.add(
+                WARN,
+                f"{what}: {len(lower)} tensors are not float32 (e.g. {lower[0]}, "
+                f"{_dtype_name(header[lower[0]].dtype)}); Mimi runs in float32 and they lose "
+                "precision",
+            )
+
+
+def _check_tokenizer(report: ModelReport, path: Path, text_card: int) -> None:
+    what = f"text tokenizer {path.name}"
+    try:
+        vocab = TextTokenizer(path).vocab_size
+    except TokenizerError as e:
+        report.add(FAIL, f"{what}: {e}")
+        return
+    if vocab != text_card:
+        report.add(
+            FAIL,
+            f"{what}: {vocab} pieces, but the LM's text_card is {text_card}: "
+            "this tokenizer belongs to another model",
+        )
+    else:
+        report.add(OK, f"{what}: {vocab} pieces, as the LM expects")
+
+
+def _count(n: int) -> str:
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def _size(n: int) -> str:
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

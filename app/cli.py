@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import __version__, download, talk
+from app import __version__, doctor, download, talk
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -35,7 +35,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 # One function per subcommand, in the order `--help` lists them. Each takes the subparsers,
 # adds its own parser and sets ``handler=<its Handler>`` with `set_defaults`.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (talk.register, download.register)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    talk.register,
+    download.register,
+    doctor.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,9 +94,8 @@ class _Fetcher:
         from huggingface_hub import constants
 
         self.repo, self.revision = repo, revision
-        self.local_only = (
-            not download or bool(offline) or (offline is None and constants.is_offline_mode())
-        )
+        self.offline = bool(offline) or (offline is None and constants.is_offline_mode())
+        self.local_only = not download or self.offline
         self.unreachable = ""  # why the hub cannot be reached, if it cannot
         if not self.local_only:
             self.unreachable = _unreachable(constants.ENDPOINT)
@@ -242,11 +241,13 @@ class _Fetcher:
     def raise_missing(self) -> None:
         files = ", ".join(self.missing)
         if self.unreachable:
-            why = f"the Hugging Face hub cannot be reached ({self.unreachable})"
+            why = f"the Hugging Face hub cannot be reached ({self.unreachable}) and "
+        elif self.offline:
+            why = "offline mode is on and "
         else:
-            why = "offline mode is on"
+            why = ""
         raise CheckpointError(
-            f"{why} and these files are not in the cache: {files}. Connect to the internet "
+            f"{why}these files are not in the cache: {files}. Connect to the internet "
             f"and run `moshi-desktop download --model {self.repo}`, or pass a local folder "
             "with --model"
         )

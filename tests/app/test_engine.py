@@ -1,0 +1,302 @@
+"""The realtime engine, driven through its command queue, watched through its events."""
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from app.engine import (
+    AudioBlock,
+    Engine,
+    ErrorEvent,
+    Mute,
+    NewConversation,
+    Notice,
+    SetHalfDuplex,
+    SetSampling,
+    Start,
+    StateChanged,
+    Stats,
+    Stop,
+    TextPiece,
+)
+from model.generate import SamplingSettings
+
+FRAME = 1920
+
+
+class QueueAudio:
+    """Frames the test pushes; Moshi's frames collected. `finished` once `end()` is called."""
+
+    def __init__(self, realtime: bool = False):
+        self.frames: queue.Queue = queue.Queue()
+        self.played: list[np.ndarray] = []
+        self.realtime = realtime
+        self.finished = False
+        self.started = self.stopped = 0
+
+    def push(self, *frames):
+        for f in frames:
+            self.frames.put(f)
+
+    def end(self):
+        self.finished = True
+
+    def start(self):
+        self.started += 1
+
+    def stop(self):
+        self.stopped += 1
+
+    def read_frame(self, timeout):
+        try:
+            return self.frames.get(timeout=timeout) if timeout else self.frames.get_nowait()
+        except queue.Empty:
+            return None
+
+    def write_frame(self, pcm):
+        self.played.append(pcm)
+
+    def stats(self):
+        return None
+
+
+@dataclass
+class Result:
+    text: str
+    pcm: np.ndarray | None
+    ms: dict = field(default_factory=lambda: {"encode": 1.0, "lm": 1.0, "decode": 1.0})
+
+
+class SpyPipeline:
+    """Records what it is given; answers with a loud or silent frame."""
+
+    def __init__(self, loud=False, fail_at=None):
+        self.heard: list[np.ndarray] = []
+        self.sampling_seen: list = []
+        self.sampling = SamplingSettings()
+        self.resets = 0
+        self.loud, self.fail_at = loud, fail_at
+
+    def step(self, pcm):
+        if self.fail_at is not None and len(self.heard) == self.fail_at:
+            raise RuntimeError("CUDA error: something broke")
+        self.heard.append(np.array(pcm))
+        self.sampling_seen.append(self.sampling)
+        first = len(self.heard) == 1
+        out = None if first else np.full(FRAME, 0.5 if self.loud else 0.0, np.float32)
+        return Result("" if first else "hi", out)
+
+    def reset(self):
+        self.resets += 1
+        self.heard.clear()
+
+
+class Record:
+    def __init__(self):
+        self.frames = []
+        self.closed = False
+
+    def add_frame(self, index, user, moshi, text=""):
+        self.frames.append((index, user, moshi, text))
+
+    def close(self):
+        self.closed = True
+
+
+def _frame(value: float) -> np.ndarray:
+    return np.full(FRAME, value, np.float32)
+
+
+def _wait_for(engine, kind, predicate=lambda e: True, timeout=20.0):
+    """Events up to and including the first of `kind` matching `predicate`."""
+    seen = []
+    while True:
+        event = engine.events.get(timeout=timeout)
+        seen.append(event)
+        if isinstance(event, kind) and predicate(event):
+            return seen
+
+
+@pytest.fixture
+def make_engine():
+    engines = []
+
+    def make(pipeline, audio, record=True):
+        records = []
+
+        def new_record():
+            records.append(Record())
+            return records[-1]
+
+        engine = Engine(lambda: pipeline, lambda: audio, new_record=new_record if record else None)
+        engine.records = records
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def test_frames_in_equal_frames_out_with_the_real_pipeline(make_engine, tiny_checkpoint):
+    from model.pipeline import Pipeline
+
+    audio = QueueAudio()
+    rng = np.random.default_rng(0)
+    frames = [0.1 * rng.standard_normal(FRAME).astype(np.float32) for _ in range(15)]
+    audio.push(*frames)
+    audio.end()
+    engine = make_engine(Pipeline.load(tiny_checkpoint, "cpu", seed=0), audio)
+    engine.send(Start())
+    events = _wait_for(engine, StateChanged, lambda e: e.state == "finished")
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["loading", "running", "finished"]
+    blocks = [e for e in events if isinstance(e, AudioBlock)]
+    assert len(blocks) == 15 and len(audio.played) == 14  # Moshi's first frame comes one late
+    assert [b.time for b in blocks] == pytest.approx([0.08 * i for i in range(15)])
+    assert all(np.array_equal(b.user, f) for b, f in zip(blocks, frames))
+    record = engine.records[0]
+    assert [f[0] for f in record.frames] == list(range(15))
+    texts = [e for e in events if isinstance(e, TextPiece)]
+    assert all(a.time <= b.time for a, b in zip(texts, texts[1:]))
+    assert any(isinstance(e, Stats) for e in events)
+
+
+def test_stop_start_and_new_conversation(make_engine):
+    audio, pipeline = QueueAudio(), SpyPipeline()
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    audio.push(_frame(0.1), _frame(0.1))
+    _wait_for(engine, AudioBlock, lambda e: e.time > 0.07)
+    engine.send(Stop())
+    _wait_for(engine, StateChanged, lambda e: e.state == "stopped")
+    assert audio.stopped == 1
+    engine.send(Start())
+    audio.push(_frame(0.1))
+    block = _wait_for(engine, AudioBlock)[-1]
+    assert block.time == pytest.approx(0.16)  # the same conversation goes on
+    engine.send(NewConversation())
+    audio.push(_frame(0.1))
+    block = _wait_for(engine, AudioBlock)[-1]
+    assert block.time == 0 and pipeline.resets == 1
+    assert engine.records[0].closed and len(engine.records) == 2
+
+
+def test_sampling_change_applies_to_the_next_frame(make_engine):
+    audio, pipeline = QueueAudio(), SpyPipeline()
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    audio.push(_frame(0.0))
+    _wait_for(engine, AudioBlock)
+    greedy = SamplingSettings(greedy=True)
+    engine.send(SetSampling(greedy))
+    engine.send(Mute(False))  # a no-op command: once its effect is visible, SetSampling was seen
+    audio.push(_frame(0.0))
+    _wait_for(engine, AudioBlock)
+    assert pipeline.sampling_seen[0] is not greedy and pipeline.sampling_seen[-1] is greedy
+
+
+def test_mute_and_half_duplex_silence_what_moshi_hears_not_the_record(make_engine):
+    audio, pipeline = QueueAudio(), SpyPipeline(loud=True)
+    engine = make_engine(pipeline, audio)
+    engine.send(Mute(True))
+    engine.send(Start())
+    audio.push(_frame(0.3))
+    _wait_for(engine, AudioBlock)
+    assert not pipeline.heard[-1].any()
+    assert engine.records[0].frames[-1][1].max() == pytest.approx(0.3)
+
+    engine.send(Mute(False))
+    engine.send(SetHalfDuplex(True))
+    audio.push(_frame(0.3), _frame(0.3), _frame(0.3))
+    _wait_for(engine, AudioBlock, lambda e: e.time > 0.2)
+    # frame 1: Moshi is not yet speaking, heard; it answers loudly, so frames 2, 3 are muted
+    assert pipeline.heard[1].max() == pytest.approx(0.3)
+    assert not pipeline.heard[2].any() and not pipeline.heard[3].any()
+
+
+def test_a_worker_exception_is_an_event_and_the_engine_starts_again(make_engine):
+    audio, pipeline = QueueAudio(), SpyPipeline(fail_at=1)
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    audio.push(_frame(0.0), _frame(0.0))
+    events = _wait_for(engine, StateChanged, lambda e: e.state == "error")
+    error = next(e for e in events if isinstance(e, ErrorEvent))
+    assert error.message == "RuntimeError: CUDA error: something broke"
+    assert audio.stopped == 1
+    pipeline.fail_at = None
+    engine.send(Start())
+    audio.push(_frame(0.0))
+    _wait_for(engine, AudioBlock)
+    assert engine.state == "running"
+
+
+def test_load_failure_is_an_event(make_engine):
+    from app.errors import UserError
+
+    def broken():
+        raise UserError("cannot load the model: model folder not found: /nowhere")
+
+    engine = Engine(broken, QueueAudio)
+    engine.start()
+    try:
+        engine.send(Start())
+        events = _wait_for(engine, StateChanged, lambda e: e.state == "error")
+        assert ErrorEvent("cannot load the model: model folder not found: /nowhere") in events
+    finally:
+        engine.close()
+
+
+def test_when_behind_real_time_old_input_is_dropped_and_counted(make_engine):
+    audio, pipeline = QueueAudio(realtime=True), SpyPipeline()
+    audio.push(*[_frame(i / 100) for i in range(12)])  # a backlog: the model fell behind
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    _wait_for(engine, AudioBlock)
+    assert pipeline.heard[0][0] == pytest.approx(0.11)  # only the newest frame was stepped
+    for _ in range(3):
+        audio.push(_frame(0.0))
+        _wait_for(engine, AudioBlock)
+    audio.push(_frame(0.0))
+    stats = _wait_for(engine, Stats)[-1]
+    assert stats.dropped_frames == 11
+
+
+def test_a_slow_reader_never_stalls_the_engine(tiny_checkpoint):
+    audio, pipeline = QueueAudio(), SpyPipeline()
+    engine = Engine(lambda: pipeline, lambda: audio, max_events=5)
+    engine.start()
+    try:
+        engine.send(Start())
+        audio.push(*[_frame(0.0) for _ in range(40)])
+        audio.end()
+        done = threading.Event()
+        while not done.is_set():  # read nothing until the engine has stepped every frame
+            if len(pipeline.heard) == 40:
+                done.set()
+            else:
+                done.wait(0.01)
+        assert engine.dropped_events > 0
+    finally:
+        engine.close()
+
+
+def test_cannot_keep_up_warns_once(make_engine, monkeypatch):
+    import app.engine
+
+    audio, pipeline = QueueAudio(realtime=True), SpyPipeline()
+    clock = iter(np.arange(0, 1000, 0.1))  # every step appears to take 100 ms
+    monkeypatch.setattr(app.engine.time, "perf_counter", lambda: next(clock))
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    events = []
+    for _ in range(60):
+        audio.push(_frame(0.0))
+        events += _wait_for(engine, AudioBlock)
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and "cannot run Moshi in real time" in notices[0].message
+    assert all(s.rtf > 1 for s in events if isinstance(s, Stats))

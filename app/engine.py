@@ -58,7 +58,20 @@ class SetHalfDuplex:
 
 @dataclass(frozen=True)
 class SetSampling:
-    settings: object  # model.generate.SamplingSettings; applies from the next frame
+    """Applies from the next frame. A temperature of 0 takes the most likely token; top-k 0
+    keeps every token."""
+
+    temperature: float = 0.8
+    top_k: int = 250
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+
+    def to_model(self):
+        from model.generate import SamplingSettings
+
+        return SamplingSettings(
+            self.temperature, self.top_k, self.text_temperature, self.text_top_k
+        )
 
 
 @dataclass(frozen=True)
@@ -235,9 +248,9 @@ class Engine:
             elif isinstance(command, SetHalfDuplex):
                 self.half_duplex = command.enabled
             elif isinstance(command, SetSampling):
-                self._sampling = command.settings
+                self._sampling = command.to_model()
                 if self.pipeline is not None:
-                    self.pipeline.sampling = command.settings
+                    self.pipeline.sampling = self._sampling
         except Exception as e:
             self._fail(e)
 

@@ -192,12 +192,11 @@ def test_sampling_change_applies_to_the_next_frame(make_engine):
     engine.send(Start())
     audio.push(_frame(0.0))
     _wait_for(engine, AudioBlock)
-    greedy = SamplingSettings(greedy=True)
-    engine.send(SetSampling(greedy))
-    engine.send(Mute(False))  # a no-op command: once its effect is visible, SetSampling was seen
+    engine.send(SetSampling(temperature=0.0, top_k=5, text_temperature=0.3, text_top_k=7))
     audio.push(_frame(0.0))
     _wait_for(engine, AudioBlock)
-    assert pipeline.sampling_seen[0] is not greedy and pipeline.sampling_seen[-1] is greedy
+    assert pipeline.sampling_seen[0] == SamplingSettings()
+    assert pipeline.sampling_seen[-1] == SamplingSettings(0.0, 5, 0.3, 7)
 
 
 def test_mute_and_half_duplex_silence_what_moshi_hears_not_the_record(make_engine):

@@ -75,6 +75,13 @@ class SetSampling:
 
 
 @dataclass(frozen=True)
+class Export:
+    """Write the conversation to `path`; the format follows the suffix (see app.session)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pass
 
@@ -122,6 +129,11 @@ class Notice:
 @dataclass(frozen=True)
 class ErrorEvent:
     message: str
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
 
 
 # --- The engine ----------------------------------------------------------------------------------
@@ -247,6 +259,8 @@ class Engine:
                 self.muted = command.muted
             elif isinstance(command, SetHalfDuplex):
                 self.half_duplex = command.enabled
+            elif isinstance(command, Export):
+                self._export(command.path)
             elif isinstance(command, SetSampling):
                 self._sampling = command.to_model()
                 if self.pipeline is not None:
@@ -267,6 +281,18 @@ class Engine:
         self.audio = self._open_audio()
         self.audio.start()
         self._set_state("running")
+
+    def _export(self, path: str) -> None:
+        """A failed export is reported and changes nothing else: the record stays."""
+        if self.record is None:
+            self._emit(ErrorEvent("There is nothing to export yet: start a conversation first."))
+            return
+        try:
+            self.record.export(path)
+        except Exception as e:
+            self._emit(ErrorEvent(_describe(e)))
+        else:
+            self._emit(Exported(path))
 
     def _new_conversation(self) -> None:
         if self.pipeline is not None:

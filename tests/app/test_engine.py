@@ -299,3 +299,31 @@ def test_cannot_keep_up_warns_once(make_engine, monkeypatch):
     notices = [e for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "cannot run Moshi in real time" in notices[0].message
     assert all(s.rtf > 1 for s in events if isinstance(s, Stats))
+
+
+def test_export_runs_on_the_engine_thread_and_failures_keep_the_record(make_engine, tmp_path):
+    from app.engine import Export, Exported
+    from app.errors import UserError
+
+    audio, pipeline = QueueAudio(), SpyPipeline()
+    engine = make_engine(pipeline, audio)
+    engine.send(Export(str(tmp_path / "early.txt")))
+    assert isinstance(_wait_for(engine, ErrorEvent)[-1], ErrorEvent)  # nothing to export yet
+
+    engine.send(Start())
+    audio.push(_frame(0.1))
+    _wait_for(engine, AudioBlock)
+    record = engine.records[0]
+    exported = []
+
+    def export(path):
+        if "full" in path:
+            raise UserError(f"cannot write {path}: no space left on device")
+        exported.append(path)
+
+    record.export = export
+    engine.send(Export("/disk/full.wav"))
+    assert _wait_for(engine, ErrorEvent)[-1].message.endswith("no space left on device")
+    engine.send(Export(str(tmp_path / "ok.wav")))
+    assert _wait_for(engine, Exported)[-1] == Exported(str(tmp_path / "ok.wav"))
+    assert engine.state == "running" and engine.record is record

@@ -31,7 +31,13 @@ FRAME_SECONDS = 0.08
 
 @dataclass(frozen=True)
 class Start:
-    """Load the model if needed, open the audio, and talk (continuing a stopped conversation)."""
+    """Load the model if needed, open the audio, and talk (continuing a stopped conversation).
+
+    `config` is handed to the engine's `load_pipeline` and `open_audio`; when its `model_key`
+    differs from the loaded model's, the model is loaded again (and a new conversation begins).
+    """
+
+    config: object = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ class Engine:
         self.events: queue.Queue = queue.Queue(maxsize=max_events)
         self._thread = threading.Thread(target=self._run, name="moshi-engine", daemon=True)
         self.pipeline = None
+        self._model_key = None  # what the loaded pipeline was loaded from
         self.audio = None
         self.record = None
         self.state = "stopped"
@@ -249,7 +256,7 @@ class Engine:
     def _handle(self, command: object) -> None:
         try:
             if isinstance(command, Start):
-                self._start()
+                self._start(command.config)
             elif isinstance(command, Stop):
                 self._stop_audio()
                 self._set_state("stopped")
@@ -268,17 +275,22 @@ class Engine:
         except Exception as e:
             self._fail(e)
 
-    def _start(self) -> None:
+    def _start(self, config: object) -> None:
         if self.state == "running":
             return
+        model_key = getattr(config, "model_key", None)
+        if self.pipeline is not None and model_key != self._model_key:
+            self.pipeline = None  # another model: load it, and start a new conversation
+            self._new_conversation()
         if self.pipeline is None:
             self._set_state("loading")
-            self.pipeline = self._load_pipeline()
+            self.pipeline = self._load_pipeline(config)
+            self._model_key = model_key
             if self._sampling is not None:
                 self.pipeline.sampling = self._sampling
         if self.record is None and self._new_record is not None:
             self.record = self._new_record()
-        self.audio = self._open_audio()
+        self.audio = self._open_audio(config)
         self.audio.start()
         self._set_state("running")
 

@@ -131,7 +131,9 @@ def make_engine():
             records.append(Record())
             return records[-1]
 
-        engine = Engine(lambda: pipeline, lambda: audio, new_record=new_record if record else None)
+        engine = Engine(
+            lambda config: pipeline, lambda config: audio, new_record=new_record if record else None
+        )
         engine.records = records
         engine.start()
         engines.append(engine)
@@ -237,10 +239,10 @@ def test_a_worker_exception_is_an_event_and_the_engine_starts_again(make_engine)
 def test_load_failure_is_an_event(make_engine):
     from app.errors import UserError
 
-    def broken():
+    def broken(config):
         raise UserError("cannot load the model: model folder not found: /nowhere")
 
-    engine = Engine(broken, QueueAudio)
+    engine = Engine(broken, lambda config: QueueAudio())
     engine.start()
     try:
         engine.send(Start())
@@ -267,7 +269,7 @@ def test_when_behind_real_time_old_input_is_dropped_and_counted(make_engine):
 
 def test_a_slow_reader_never_stalls_the_engine(tiny_checkpoint):
     audio, pipeline = QueueAudio(), SpyPipeline()
-    engine = Engine(lambda: pipeline, lambda: audio, max_events=5)
+    engine = Engine(lambda config: pipeline, lambda config: audio, max_events=5)
     engine.start()
     try:
         engine.send(Start())
@@ -327,3 +329,30 @@ def test_export_runs_on_the_engine_thread_and_failures_keep_the_record(make_engi
     engine.send(Export(str(tmp_path / "ok.wav")))
     assert _wait_for(engine, Exported)[-1] == Exported(str(tmp_path / "ok.wav"))
     assert engine.state == "running" and engine.record is record
+
+
+def test_a_new_model_is_loaded_on_the_next_start(make_engine):
+    from types import SimpleNamespace
+
+    audio = QueueAudio()
+    loaded = []
+
+    def load(config):
+        loaded.append(config.model_key)
+        return SpyPipeline()
+
+    engine = Engine(load, lambda config: audio)
+    engine.start()
+    try:
+        engine.send(Start(SimpleNamespace(model_key="moshiko")))
+        audio.push(_frame(0.0), _frame(0.0))
+        _wait_for(engine, AudioBlock, lambda e: e.time > 0)
+        engine.send(Stop())
+        engine.send(Start(SimpleNamespace(model_key="moshiko")))  # same model: no reload
+        engine.send(Stop())
+        engine.send(Start(SimpleNamespace(model_key="moshika")))
+        audio.push(_frame(0.0))
+        block = _wait_for(engine, AudioBlock)[-1]
+        assert loaded == ["moshiko", "moshika"] and block.time == 0
+    finally:
+        engine.close()

@@ -2,8 +2,7 @@
 
 With no subcommand it opens the desktop window (not built yet). Each subcommand is added by one
 small function listed in `COMMANDS`: it adds its parser to the subparsers and sets a `handler`
-default, a function ``(args) -> int`` that returns the exit status. The next issues add `talk`,
-then `download`, `doctor`, `devices`, `chat` and `bench`.
+default, a function ``(args) -> int`` that returns the exit status.
 
 Exit status:
     0    success (also `--help` and `--version`)
@@ -20,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import __version__, doctor, download, talk
+from app import __version__, chat, devices, doctor, download, talk
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ Handler = Callable[[argparse.Namespace], int]
 # adds its own parser and sets ``handler=<its Handler>`` with `set_defaults`.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     talk.register,
+    chat.register,
+    devices.register,
     download.register,
     doctor.register,
 )

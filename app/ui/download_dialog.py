@@ -1,0 +1,364 @@
+"""The model download dialog: offer the download, show its progress, cancel, retry.
+
+    open: "Checking…" (fetch.start_check) --CheckResult--> cached: accept at once
+                                                       --> offer: size, licence, [Download] [Close]
+    Download (fetch.start) --FetchProgress...--> bar, file n of m, speed, time left, [Cancel]
+        --FetchDone--> accept (`folder` says where the files are)
+        --FetchCancelled--> "kept; Resume continues", [Resume] [Close]
+        --FetchFailed--> the message (or which files are missing and where else to get them),
+                         [Retry] [Close]
+
+The download itself runs on a plain Python thread in `app.fetch.ModelFetch`; this dialog only
+reads its `events` queue, on a timer in the GUI thread. Any object with `start()`, `cancel()`,
+`events` (and optionally `start_check()` and `source`) will do, which is how the tests script it.
+Esc cancels a running download, and closes the dialog otherwise.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import queue
+
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtGui import QCloseEvent, QResizeEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.fetch import (
+    LICENSE,
+    LICENSE_URL,
+    CheckResult,
+    FetchCancelled,
+    FetchDone,
+    FetchFailed,
+    FetchProgress,
+)
+
+POLL_MS = 100
+_BAR_STEPS = 1000  # QProgressBar holds an int: bytes of a 15 GB model would not fit
+LOCAL_FOLDER_HINT = "Settings → Model → Local folder…"
+
+
+def format_bytes(n: float) -> str:
+    """Sizes as the model cards give them: decimal units, one decimal ("15.4 GB")."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_eta(seconds: float) -> str:
+    seconds = math.ceil(seconds)
+    if seconds < 60:
+        return f"about {seconds} s left"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min left"
+    return f"about {minutes // 60} h {minutes % 60} min left"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", "…")) else text + "."
+
+
+def _licence_html() -> str:
+    sentence = LICENSE.removesuffix(": " + LICENSE_URL)
+    link = f'<a href="{html.escape(LICENSE_URL)}">CC-BY 4.0</a>'
+    return html.escape(sentence).replace("CC-BY 4.0", link) + "."
+
+
+class DownloadDialog(QDialog):
+    """Offers the model at `fetch.source` for download and follows the download to its end.
+
+    After `accept()`, `folder` is where the model's files are."""
+
+    def __init__(self, fetch, parent: QWidget | None = None, *, poll_ms: int = POLL_MS):
+        super().__init__(parent)
+        self.fetch = fetch
+        self.folder: str | None = None
+        self.state = ""
+        self._retry = self._check  # what Retry does: check again, or download again
+        self.setWindowTitle("Download Moshi")
+        self.setMinimumWidth(460)
+
+        source = getattr(fetch, "source", "") or "the model"
+        self.title_label = QLabel(f"<b>{html.escape(source)}</b>")
+        self.title_label.setAccessibleName("Model")
+        self.title_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.description_label = QLabel()
+        self.description_label.setAccessibleName("Model description")
+        self.description_label.hide()
+        self.size_label = QLabel()
+        self.size_label.setAccessibleName("Download size")
+        self.licence_label = QLabel(_licence_html())
+        self.licence_label.setAccessibleName("Licence")
+        self.licence_label.setWordWrap(True)
+        self.licence_label.setOpenExternalLinks(True)
+        self.licence_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+
+        self.file_label = QLabel()
+        self.file_label.setAccessibleName("File being downloaded")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setAccessibleName("Download progress")
+        self.progress_bar.setRange(0, _BAR_STEPS)
+        self.bytes_label = QLabel()
+        self.bytes_label.setAccessibleName("Downloaded")
+        self.speed_label = QLabel()
+        self.speed_label.setAccessibleName("Speed and time left")
+        self.message_label = QLabel()
+        self.message_label.setAccessibleName("Message")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextFormat(Qt.TextFormat.RichText)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.download_button = QPushButton("&Download")
+        self.cancel_button = QPushButton("&Cancel")
+        self.cancel_button.setToolTip("Stop the download; what was downloaded is kept")
+        self.retry_button = QPushButton("&Retry")
+        self.close_button = QPushButton("C&lose")
+        self.buttons = QDialogButtonBox()
+        self.buttons.addButton(self.download_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.buttons.addButton(self.retry_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.RejectRole)
+        self.buttons.addButton(self.close_button, QDialogButtonBox.ButtonRole.RejectRole)
+        self.download_button.clicked.connect(self._download)
+        self.retry_button.clicked.connect(self._on_retry)
+        self.cancel_button.clicked.connect(self._cancel)
+        self.close_button.clicked.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        for widget in (self.title_label, self.description_label, self.size_label):
+            layout.addWidget(widget)
+        layout.addWidget(self.licence_label)
+        layout.addSpacing(8)
+        for widget in (self.file_label, self.progress_bar, self.bytes_label, self.speed_label):
+            layout.addWidget(widget)
+        layout.addWidget(self.message_label)
+        layout.addStretch(1)
+        layout.addWidget(self.buttons)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(poll_ms)
+        self.timer.timeout.connect(self.drain)
+        self.timer.start()
+        self.finished.connect(self.timer.stop)
+        self._check()
+
+    # --- States ----------------------------------------------------------------------------------
+
+    def _enter(self, state: str, message: str = "") -> None:
+        self.state = state
+        downloading = state in ("downloading", "cancelling")
+        shown = downloading or (state == "cancelled" and bool(self.file_label.text()))
+        self.progress_bar.setVisible(shown)
+        for label in (self.file_label, self.bytes_label, self.speed_label):
+            label.setVisible(shown and (downloading or bool(label.text())))
+        self.size_label.setVisible(bool(self.size_label.text()))
+        self.download_button.setVisible(state in ("checking", "offer", "cancelled"))
+        self.download_button.setEnabled(state != "checking")
+        self.download_button.setText("&Resume" if state == "cancelled" else "&Download")
+        self.retry_button.setVisible(state == "failed")
+        self.cancel_button.setVisible(downloading)
+        self.cancel_button.setEnabled(state == "downloading")
+        self.close_button.setVisible(not downloading)
+        self.message_label.setText(message)
+        self.message_label.setVisible(bool(message))
+        default = {
+            "offer": self.download_button,
+            "cancelled": self.download_button,
+            "failed": self.retry_button,
+            "downloading": self.cancel_button,
+        }.get(state, self.close_button)
+        default.setDefault(True)
+        default.setFocus()
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Tall enough for the wrapped text (licence, message) at the present width: Qt does
+        not apply a layout's height-for-width to a window by itself."""
+        need = self.heightForWidth(self.width())
+        if need > 0:
+            self.setMinimumHeight(need)
+            if self.height() < need:
+                self.resize(self.width(), need)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._fit_height()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit_height()
+
+    @Slot()
+    def _check(self) -> None:
+        self._retry = self._check
+        start_check = getattr(self.fetch, "start_check", None)
+        if start_check is None:  # a fetch that cannot check: offer it as it is
+            self._enter("offer")
+            return
+        self.size_label.setText("Checking what is already downloaded…")
+        self._enter("checking")
+        start_check()
+
+    @Slot()
+    def _download(self) -> None:
+        self._retry = self._download
+        self.file_label.setText("Starting the download…")
+        self.progress_bar.setRange(0, 0)  # busy until the first bytes say how far
+        self.bytes_label.clear()
+        self.speed_label.clear()
+        self._enter("downloading")
+        try:
+            self.fetch.start()
+        except RuntimeError as e:  # the last download has not finished stopping
+            self._enter("failed", html.escape(_sentence(str(e))))
+
+    @Slot()
+    def _cancel(self) -> None:
+        if self.state != "downloading":
+            return
+        self.fetch.cancel()
+        self.cancel_button.setText("Cancelling…")
+        self._enter("cancelling")
+
+    @Slot()
+    def _on_retry(self) -> None:
+        self._retry()
+
+    def reject(self) -> None:
+        """Esc and Cancel stop a running download (the dialog stays, to say so); otherwise the
+        dialog closes."""
+        if self.state == "downloading":
+            self._cancel()
+        elif self.state != "cancelling":
+            super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # The window's close button closes even mid-download; the download stops at its next
+        # piece of data, and what it fetched stays for next time.
+        if self.state in ("downloading", "cancelling"):
+            self.fetch.cancel()
+            self.state = "closed"
+        super().closeEvent(event)
+
+    # --- Events ----------------------------------------------------------------------------------
+
+    @Slot()
+    def drain(self) -> None:
+        """Handle every event the fetch has put since the last call; of a run of progress
+        updates only the newest is drawn."""
+        latest: FetchProgress | None = None
+        while self.state != "closed":
+            try:
+                event = self.fetch.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, FetchProgress):
+                latest = event
+                continue
+            if latest is not None:
+                self._show_progress(latest)
+                latest = None
+            self._handle(event)
+        if latest is not None and self.state in ("downloading", "cancelling"):
+            self._show_progress(latest)
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, CheckResult):
+            self._show_check(event)
+        elif isinstance(event, FetchDone):
+            self.folder = event.folder
+            self.state = "closed"
+            self.accept()
+        elif isinstance(event, FetchCancelled):
+            self.cancel_button.setText("&Cancel")
+            self.speed_label.clear()
+            self._enter(
+                "cancelled",
+                "Download cancelled. What was downloaded is kept: <b>Resume</b> continues "
+                "where it stopped, now or the next time you download this model.",
+            )
+        elif isinstance(event, FetchFailed):
+            self.cancel_button.setText("&Cancel")
+            if event.missing:
+                self._enter("failed", _missing_html(event.missing, event.reason))
+            else:
+                self._enter("failed", html.escape(_sentence(event.message)))
+
+    def _show_check(self, result: CheckResult) -> None:
+        if result.cached and result.folder:
+            self.folder = result.folder
+            self.state = "closed"
+            self.accept()
+            return
+        if result.description:
+            self.description_label.setText(html.escape(result.description))
+            self.description_label.show()
+        count = len(result.files)
+        files = f"{count} files" if count != 1 else "1 file"
+        if result.total_size is not None:
+            self.size_label.setText(f"Download size: {format_bytes(result.total_size)} ({files})")
+        elif count:
+            self.size_label.setText(f"Download size: not known yet ({files})")
+        else:
+            self.size_label.setText("Download size: not known yet")
+        if result.offline and result.missing:
+            self.size_label.clear()  # nothing can be downloaded now
+            self._enter("failed", _missing_html(result.missing, result.reason))
+        elif not result.is_repo:
+            self.size_label.clear()
+            self._enter("failed", html.escape(_sentence(result.message)))
+        else:
+            self._enter("offer")
+
+    def _show_progress(self, p: FetchProgress) -> None:
+        if p.index >= 1:
+            self.file_label.setText(f"File {p.index} of {p.count}: {p.filename}")
+        else:
+            self.file_label.setText(f"Reading {p.filename}")
+        if p.overall_total:
+            done, total = p.overall_done, p.overall_total
+        else:
+            done, total = p.done, p.total
+        if total:
+            self.progress_bar.setRange(0, _BAR_STEPS)
+            self.progress_bar.setValue(round(_BAR_STEPS * min(done, total) / total))
+            self.bytes_label.setText(f"{format_bytes(done)} of {format_bytes(total)}")
+        else:
+            self.progress_bar.setRange(0, 0)
+            self.bytes_label.setText(f"{format_bytes(done)}")
+        self.progress_bar.setAccessibleDescription(self.bytes_label.text())
+        if p.bytes_per_second is None:
+            self.speed_label.setText("Measuring the speed…")
+            return
+        text = f"{format_bytes(p.bytes_per_second)}/s"
+        if p.eta_seconds is not None:
+            text += ", " + format_eta(p.eta_seconds)
+            if not p.overall_total:
+                text += " for this file"
+        self.speed_label.setText(text)
+
+
+def _missing_html(missing: tuple[str, ...], reason: str) -> str:
+    """What to do when files are missing and cannot be downloaded now."""
+    why = html.escape(_sentence(reason).rstrip(".")) + ", and t" if reason else "T"
+    files = "".join(f"<li>{html.escape(name)}</li>" for name in missing)
+    return (
+        f"{why}hese files of the model are not downloaded yet:<ul>{files}</ul>"
+        "Connect to the internet (with offline mode off) and press <b>Retry</b>, or use a "
+        f"folder that has them: <b>{html.escape(LOCAL_FOLDER_HINT)}</b>"
+    )

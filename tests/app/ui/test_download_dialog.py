@@ -1,0 +1,270 @@
+"""The download dialog, driven by a scripted fetch (and once by the real one against a fake hub
+on 127.0.0.1). Events are put in the queue as the worker would; the dialog's timer drains them."""
+
+import queue
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from app.fetch import (
+    LICENSE_URL,
+    CheckResult,
+    FetchCancelled,
+    FetchDone,
+    FetchFailed,
+    FetchProgress,
+    FileInfo,
+    ModelFetch,
+)
+from app.ui.download_dialog import DownloadDialog, format_bytes, format_eta
+
+ROOT = Path(__file__).resolve().parents[3]
+REPO = "kyutai/moshiko-pytorch-bf16"
+SIZES = (("model.safetensors", 15_400_000_000), ("tokenizer_spm_32k_3.model", 550_000))
+NOT_CACHED = CheckResult(
+    REPO,
+    cached=False,
+    files=tuple(FileInfo(n, s) for n, s in SIZES),
+    missing=tuple(f"{REPO}/{n}" for n, _ in SIZES),
+    description="Moshiko (male voice), bfloat16, 15.4 GB",
+)
+
+
+class ScriptedFetch:
+    """Stands in for app.fetch.ModelFetch: records calls; the test puts the events."""
+
+    source = REPO
+
+    def __init__(self, check: CheckResult = NOT_CACHED):
+        self.events: queue.Queue = queue.Queue()
+        self.check, self.checks, self.starts, self.cancels = check, 0, 0, 0
+
+    def start_check(self) -> None:
+        self.checks += 1
+        self.events.put(self.check)
+
+    def start(self) -> None:
+        self.starts += 1
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def progress(overall_done: int, **kwargs) -> FetchProgress:
+    fields = dict(
+        filename="model.safetensors",
+        done=overall_done,
+        total=SIZES[0][1],
+        index=2,
+        count=4,
+        bytes_per_second=25e6,
+        eta_seconds=(sum(s for _, s in SIZES) - overall_done) / 25e6,
+        overall_done=overall_done,
+        overall_total=sum(s for _, s in SIZES),
+    )
+    return FetchProgress(**{**fields, **kwargs})
+
+
+def open_dialog(qtbot: QtBot, fetch) -> DownloadDialog:
+    dialog = DownloadDialog(fetch, poll_ms=10)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    return dialog
+
+
+def offered(qtbot: QtBot, fetch=None) -> tuple[DownloadDialog, ScriptedFetch]:
+    fetch = fetch or ScriptedFetch()
+    dialog = open_dialog(qtbot, fetch)
+    qtbot.waitUntil(lambda: dialog.state == "offer")
+    return dialog, fetch
+
+
+def downloading(qtbot: QtBot) -> tuple[DownloadDialog, ScriptedFetch]:
+    dialog, fetch = offered(qtbot)
+    qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert fetch.starts == 1 and dialog.state == "downloading"
+    return dialog, fetch
+
+
+def test_the_offer_names_the_model_its_size_and_licence(qtbot):
+    dialog, fetch = offered(qtbot)
+    assert fetch.checks == 1
+    assert REPO in dialog.title_label.text()
+    assert dialog.description_label.text() == NOT_CACHED.description
+    assert dialog.size_label.text() == "Download size: 15.4 GB (2 files)"
+    licence = dialog.licence_label.text()
+    assert "CC-BY 4.0" in licence and f'href="{LICENSE_URL}"' in licence
+    assert dialog.licence_label.openExternalLinks()
+    assert dialog.download_button.isVisible() and dialog.download_button.isDefault()
+    assert dialog.download_button.text() == "&Download" and dialog.close_button.isVisible()
+    assert not dialog.progress_bar.isVisible() and not dialog.cancel_button.isVisible()
+    assert dialog.progress_bar.accessibleName() == "Download progress"
+
+
+def test_progress_speed_and_time_left_then_done_accepts(qtbot):
+    dialog, fetch = downloading(qtbot)
+    assert dialog.cancel_button.isVisible() and not dialog.download_button.isVisible()
+    fetch.events.put(progress(1_000_000_000))
+    fetch.events.put(progress(7_700_275_000))  # of a run of updates, the newest is drawn
+    qtbot.waitUntil(lambda: dialog.bytes_label.text() == "7.7 GB of 15.4 GB")
+    assert dialog.file_label.text() == "File 2 of 4: model.safetensors"
+    assert dialog.progress_bar.value() == 500
+    assert dialog.speed_label.text() == "25.0 MB/s, about 5 min left"
+
+    fetch.events.put(FetchDone("/cache/snapshots/abc"))
+    with qtbot.waitSignal(dialog.accepted):
+        pass
+    assert dialog.folder == "/cache/snapshots/abc" and dialog.result() == dialog.DialogCode.Accepted
+
+
+def test_unknown_sizes_show_the_files_own_progress(qtbot):
+    dialog, fetch = downloading(qtbot)
+    fetch.events.put(progress(200_000, total=800_000, overall_total=None, eta_seconds=3.2, index=0))
+    qtbot.waitUntil(lambda: dialog.bytes_label.text() == "200.0 kB of 800.0 kB")
+    assert dialog.file_label.text() == "Reading model.safetensors"
+    assert dialog.progress_bar.value() == 250
+    assert dialog.speed_label.text() == "25.0 MB/s, about 4 s left for this file"
+    fetch.events.put(progress(300_000, total=None, overall_total=None, bytes_per_second=None))
+    qtbot.waitUntil(lambda: dialog.speed_label.text() == "Measuring the speed…")
+    assert dialog.progress_bar.maximum() == 0  # busy: nothing says how far
+
+
+def test_cancel_stops_the_download_and_says_it_resumes(qtbot):
+    dialog, fetch = downloading(qtbot)
+    fetch.events.put(progress(3_000_000_000))
+    qtbot.waitUntil(lambda: dialog.progress_bar.value() == 195)
+    qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+    assert fetch.cancels == 1 and not dialog.cancel_button.isEnabled()
+    assert dialog.isVisible()
+
+    fetch.events.put(FetchCancelled())
+    qtbot.waitUntil(lambda: dialog.state == "cancelled")
+    note = dialog.message_label.text()
+    assert "kept" in note and "Resume" in note and dialog.message_label.isVisible()
+    assert dialog.progress_bar.isVisible() and dialog.progress_bar.value() == 195
+    assert dialog.download_button.text() == "&Resume" and dialog.download_button.isDefault()
+    qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert fetch.starts == 2 and dialog.state == "downloading"
+
+
+def test_escape_cancels_a_download_then_closes(qtbot):
+    dialog, fetch = downloading(qtbot)
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert fetch.cancels == 1 and dialog.isVisible() and dialog.state == "cancelling"
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # still stopping: Esc waits for it
+    assert dialog.isVisible()
+    fetch.events.put(FetchCancelled())
+    qtbot.waitUntil(lambda: dialog.state == "cancelled")
+    with qtbot.waitSignal(dialog.rejected):
+        qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert not dialog.isVisible() and fetch.cancels == 1
+
+
+def test_the_window_close_button_cancels_and_closes(qtbot):
+    dialog, fetch = downloading(qtbot)
+    with qtbot.waitSignal(dialog.rejected):
+        dialog.close()
+    assert fetch.cancels == 1 and not dialog.isVisible()
+
+
+def test_failure_shows_the_message_and_retry_downloads_again(qtbot):
+    dialog, fetch = downloading(qtbot)
+    fetch.events.put(FetchFailed("the download stopped (connection reset); it resumes"))
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    assert dialog.message_label.text() == "The download stopped (connection reset); it resumes."
+    assert dialog.retry_button.isVisible() and dialog.close_button.isVisible()
+    assert not dialog.cancel_button.isVisible() and not dialog.progress_bar.isVisible()
+    qtbot.mouseClick(dialog.retry_button, Qt.MouseButton.LeftButton)
+    assert fetch.starts == 2 and dialog.state == "downloading"
+
+
+def test_offline_with_files_missing_says_which_and_where_else(qtbot):
+    missing = (f"{REPO}/config.json", f"{REPO}/model.safetensors")
+    check = CheckResult(
+        REPO, cached=False, missing=missing, reason="offline mode is on", offline=True
+    )
+    fetch = ScriptedFetch(check)
+    dialog = open_dialog(qtbot, fetch)
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    text = dialog.message_label.text()
+    assert text.startswith("Offline mode is on, and these files")
+    assert all(f"<li>{name}</li>" in text for name in missing)
+    assert "Settings → Model → Local folder…" in text
+    assert not dialog.download_button.isVisible() and dialog.retry_button.isVisible()
+    qtbot.mouseClick(dialog.retry_button, Qt.MouseButton.LeftButton)  # Retry checks again
+    assert fetch.checks == 2 and fetch.starts == 0
+
+
+def test_files_missing_when_the_hub_cannot_be_reached(qtbot):
+    dialog, fetch = downloading(qtbot)
+    reason = "the Hugging Face hub cannot be reached (cannot connect to huggingface.co)"
+    fetch.events.put(FetchFailed("…", (f"{REPO}/model.safetensors",), reason))
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    text = dialog.message_label.text()
+    assert text.startswith("The Hugging Face hub cannot be reached")
+    assert "model.safetensors" in text and "Local folder" in text
+
+
+def test_a_cached_model_accepts_at_once(qtbot):
+    fetch = ScriptedFetch(CheckResult(REPO, cached=True, folder="/cache/snapshots/abc"))
+    dialog = DownloadDialog(fetch, poll_ms=10)
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.show()
+    assert dialog.folder == "/cache/snapshots/abc" and fetch.starts == 0
+
+
+def test_escape_closes_the_offer(qtbot):
+    dialog, fetch = offered(qtbot)
+    with qtbot.waitSignal(dialog.rejected):
+        qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert fetch.starts == 0 and fetch.cancels == 0
+
+
+def test_importing_the_dialog_loads_neither_torch_nor_the_model():
+    code = (
+        "import sys, app.ui.download_dialog; "
+        "print(sorted(m for m in sys.modules if m in ('torch', 'model')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(512, "512 B"), (1_500, "1.5 kB"), (25e6, "25.0 MB"), (15_400_000_000, "15.4 GB")],
+)
+def test_format_bytes(size, text):
+    assert format_bytes(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "about 0 s left"), (3.2, "about 4 s left"), (308, "about 5 min left")],
+)
+def test_format_eta(seconds, text):
+    assert format_eta(seconds) == text
+    assert format_eta(2 * 3600 + 5 * 60) == "about 2 h 5 min left"
+
+
+def test_the_real_fetch_end_to_end(qtbot, fake_hub, tiny_checkpoint):
+    fake_hub.repos["kyutai/tiny-moshi"] = tiny_checkpoint
+    fetch = ModelFetch("kyutai/tiny-moshi")
+    dialog = open_dialog(qtbot, fetch)
+    qtbot.waitUntil(lambda: dialog.state == "offer", timeout=60_000)
+    assert dialog.size_label.text() == "Download size: not known yet (4 files)"
+    with qtbot.waitSignal(dialog.accepted, timeout=60_000):
+        qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    folder = Path(dialog.folder)
+    assert folder.is_relative_to(fake_hub.cache)
+    assert (folder / "model.safetensors").read_bytes() == (
+        tiny_checkpoint / "model.safetensors"
+    ).read_bytes()
+    assert fetch.wait(10)

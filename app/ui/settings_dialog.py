@@ -1,0 +1,506 @@
+"""The settings dialog: sampling, model, compute and audio.
+
+Sampling applies at once: every change emits `sampling_changed` with a `SetSampling` for the
+running conversation (and Cancel sends the values the dialog opened with back). Everything else
+applies when the next conversation starts. OK writes all of it to `Settings`; Cancel writes nothing.
+
+Audio devices are listed by the caller (sounddevice lives outside app/ui) as
+(name, has_input, has_output) tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal, Slot
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine import SetSampling
+
+from .settings import (
+    AUDIO_TOP_K_MAX,
+    PRESETS,
+    SEED_MAX,
+    TEMPERATURE_MAX,
+    TEXT_TOP_K_MAX,
+    Key,
+    Settings,
+    is_folder_source,
+    is_repo_id,
+)
+
+CUSTOM = "custom"  # model combo data of "Custom repository…"
+FOLDER = "folder"  # model combo data of "Local folder…"
+
+DEVICE_CHOICES = {
+    "auto": "Automatic (CUDA, then MPS, then CPU)",
+    "cpu": "CPU",
+    "cuda": "CUDA (NVIDIA GPU)",
+    "mps": "MPS (Apple GPU)",
+}
+DTYPE_CHOICES = {
+    "auto": "Automatic (bfloat16 on a GPU, float32 on the CPU)",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+    "float32": "float32 (most memory)",
+    "int8": "int8 (weights quantized: least memory)",
+}
+
+SAMPLING_KEYS = (Key.TEXT_TEMPERATURE, Key.AUDIO_TEMPERATURE, Key.TEXT_TOP_K, Key.AUDIO_TOP_K)
+RESTART_KEYS = (  # what applies when the next conversation starts
+    Key.SEED,
+    Key.MODEL_SOURCE,
+    Key.MODEL_REVISION,
+    Key.OFFLINE,
+    Key.COMPUTE_DEVICE,
+    Key.DTYPE,
+    Key.INPUT_DEVICE,
+    Key.OUTPUT_DEVICE,
+    Key.HALF_DUPLEX,
+)
+DIALOG_KEYS = SAMPLING_KEYS + RESTART_KEYS  # what the dialog edits
+HALF_DUPLEX_NOTE = "Mutes your microphone while Moshi speaks; use it without headphones."
+RESTART_NOTE = (
+    "Sampling changes apply at once. Seed, model, compute and audio changes apply when the next "
+    "conversation starts."
+)
+
+
+class TemperatureField(QWidget):
+    """A slider and a spin box showing one temperature, 0 to TEMPERATURE_MAX in steps of 0.05."""
+
+    value_changed = Signal(float)
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, round(TEMPERATURE_MAX * 100))  # hundredths, as the spin box
+        self.slider.setSingleStep(5)
+        self.slider.setPageStep(25)
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setTickInterval(25)
+        self.slider.setMinimumWidth(160)
+        self.slider.setAccessibleName(name)
+        self.spin_box = QDoubleSpinBox()
+        self.spin_box.setRange(0.0, TEMPERATURE_MAX)
+        self.spin_box.setDecimals(2)
+        self.spin_box.setSingleStep(0.05)
+        self.spin_box.setAccessibleName(name)
+        self.spin_box.setAccessibleDescription("0 = greedy: always the most likely token")
+        self.spin_box.setToolTip("0 = greedy: always the most likely token")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.spin_box)
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.spin_box.valueChanged.connect(self._spin_box_changed)
+
+    def value(self) -> float:
+        return self.spin_box.value()
+
+    def set_value(self, value: float) -> None:
+        self.spin_box.setValue(value)
+
+    @Slot(int)
+    def _slider_moved(self, hundredths: int) -> None:
+        self.spin_box.setValue(hundredths / 100)
+
+    @Slot(float)
+    def _spin_box_changed(self, value: float) -> None:
+        self.slider.blockSignals(True)  # the spin box is the value; the slider only follows
+        self.slider.setValue(round(value * 100))
+        self.slider.blockSignals(False)
+        self.value_changed.emit(value)
+
+
+class SettingsDialog(QDialog):
+    """Edits the settings in `settings`; writes them there on OK."""
+
+    sampling_changed = Signal(object)  # a SetSampling, live as the sampling values change
+
+    def __init__(
+        self,
+        settings: Settings,
+        devices: Sequence[tuple[str, bool, bool]] = (),
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.settings = settings
+        self._devices = list(devices)
+        self._showing = False  # True while _show sets many widgets: emit sampling once after
+
+        # Widgets are created in reading order (a column at a time), which is the Tab order.
+        left = QVBoxLayout()
+        left.addWidget(self._sampling_group())
+        left.addWidget(self._compute_group())
+        left.addStretch(1)
+        right = QVBoxLayout()
+        right.addWidget(self._model_group())
+        right.addWidget(self._audio_group())
+        right.addStretch(1)
+        columns = QHBoxLayout()
+        columns.addLayout(left, 1)
+        columns.addLayout(right, 1)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.RestoreDefaults
+        )
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.restore_button = self.buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults)
+        self.restore_button.setText("Re&store defaults")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.restore_button.clicked.connect(self.restore_defaults)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(columns)
+        layout.addWidget(_note(RESTART_NOTE))
+        layout.addWidget(self.buttons)
+
+        self._opened_sampling = settings.sampling_command()  # what the conversation uses now
+        self._sent = self._opened_sampling  # the last sampling sent to it
+        self._opened_with = {key: settings.value(key) for key in DIALOG_KEYS}
+        self._show(self._opened_with)
+
+    # --- Sections --------------------------------------------------------------------------------
+
+    def _sampling_group(self) -> QGroupBox:
+        self.text_temperature = TemperatureField("Text temperature")
+        self.audio_temperature = TemperatureField("Audio temperature")
+        self.text_top_k = _top_k_spin_box("Text top-k", TEXT_TOP_K_MAX)
+        self.audio_top_k = _top_k_spin_box("Audio top-k", AUDIO_TOP_K_MAX)
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, SEED_MAX)  # -1: "random"
+        self.seed.setSpecialValueText("random")
+        self.seed.setAccessibleName("Seed")
+        self.seed.setAccessibleDescription("random: a new seed each time; applies on next start")
+        self.seed.setToolTip("The same seed and settings give the same answer to the same input")
+        for field in (self.text_temperature, self.audio_temperature):
+            field.value_changed.connect(self._sampling_edited)
+        for spin_box in (self.text_top_k, self.audio_top_k):
+            spin_box.valueChanged.connect(self._sampling_edited)
+
+        hint = _note("Temperature 0 = greedy (the most likely token); top-k 0 = all tokens.")
+        form = _form()
+        form.addRow(
+            _label("&Text temperature:", self.text_temperature.spin_box), self.text_temperature
+        )
+        form.addRow(
+            _label("&Audio temperature:", self.audio_temperature.spin_box), self.audio_temperature
+        )
+        form.addRow(_label("Text to&p-k:", self.text_top_k), self.text_top_k)
+        form.addRow(_label("Audio top-&k:", self.audio_top_k), self.audio_top_k)
+        form.addRow(_label("S&eed:", self.seed), self.seed)
+        form.addRow(hint)
+        return _group("Sampling", form)
+
+    def _model_group(self) -> QGroupBox:
+        self.model_combo = QComboBox()
+        self.model_combo.setAccessibleName("Model")
+        for repo, description in PRESETS.items():
+            self.model_combo.addItem(description, repo)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, repo, Qt.ItemDataRole.ToolTipRole
+            )
+        self.model_combo.addItem("Custom repository…", CUSTOM)
+        self.model_combo.addItem("Local folder…", FOLDER)
+
+        self.repo_edit = QLineEdit()
+        self.repo_edit.setAccessibleName("Repository")
+        self.repo_edit.setPlaceholderText("owner/name")
+        self.repo_edit.setValidator(
+            QRegularExpressionValidator(
+                QRegularExpression(r"[A-Za-z0-9_.-]{0,96}/[A-Za-z0-9_.-]{0,96}")
+            )
+        )
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setAccessibleName("Model folder")
+        self.folder_edit.setPlaceholderText("a folder in Kyutai's layout")
+        self.browse_button = QPushButton("&Browse…")
+        self.browse_button.setAccessibleName("Browse for the model folder")
+        folder_row = QWidget()
+        folder_layout = QHBoxLayout(folder_row)
+        folder_layout.setContentsMargins(0, 0, 0, 0)
+        folder_layout.addWidget(self.folder_edit, 1)
+        folder_layout.addWidget(self.browse_button)
+        self.revision_edit = QLineEdit()
+        self.revision_edit.setAccessibleName("Revision")
+        self.revision_edit.setPlaceholderText("latest")
+        self.revision_edit.setToolTip("A branch, tag or commit of the repository")
+        self.revision_edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"\S*")))
+        self.offline_check = QCheckBox("Use only downloaded files (off&line)")
+        self.offline_check.setAccessibleName("Offline")
+        self.problem_label = QLabel()
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setAccessibleName("Problem")
+
+        self.model_combo.currentIndexChanged.connect(self._model_kind_changed)
+        self.repo_edit.textChanged.connect(self._update_problem)
+        self.folder_edit.textChanged.connect(self._update_problem)
+        self.browse_button.clicked.connect(self._browse)
+
+        self._model_form = form = _form()
+        form.addRow(_label("&Model:", self.model_combo), self.model_combo)
+        form.addRow(_label("&Repository:", self.repo_edit), self.repo_edit)
+        form.addRow(_label("&Folder:", self.folder_edit), folder_row)
+        form.addRow(_label("Revisio&n:", self.revision_edit), self.revision_edit)
+        form.addRow("", self.offline_check)
+        form.addRow(self.problem_label)
+        return _group("Model", form)
+
+    def _compute_group(self) -> QGroupBox:
+        self.device_combo = _choice_combo("Compute device", DEVICE_CHOICES)
+        self.dtype_combo = _choice_combo("Data type", DTYPE_CHOICES)
+        form = _form()
+        form.addRow(_label("&Device:", self.device_combo), self.device_combo)
+        form.addRow(_label("Data t&ype:", self.dtype_combo), self.dtype_combo)
+        return _group("Compute", form)
+
+    def _audio_group(self) -> QGroupBox:
+        self.input_combo = QComboBox()
+        self.input_combo.setAccessibleName("Input device")
+        self.output_combo = QComboBox()
+        self.output_combo.setAccessibleName("Output device")
+        self.half_duplex_check = QCheckBox("&Half duplex")
+        self.half_duplex_check.setAccessibleDescription(HALF_DUPLEX_NOTE)
+        half_duplex_note = _note(HALF_DUPLEX_NOTE)
+        form = _form()
+        form.addRow(_label("&Input:", self.input_combo), self.input_combo)
+        form.addRow(_label("O&utput:", self.output_combo), self.output_combo)
+        form.addRow("", self.half_duplex_check)
+        form.addRow("", half_duplex_note)
+        return _group("Audio", form)
+
+    # --- Values ----------------------------------------------------------------------------------
+
+    def sampling(self) -> SetSampling:
+        """The sampling settings shown."""
+        return SetSampling(
+            temperature=self.audio_temperature.value(),
+            top_k=self.audio_top_k.value(),
+            text_temperature=self.text_temperature.value(),
+            text_top_k=self.text_top_k.value(),
+        )
+
+    def values(self) -> dict[Key, Any]:
+        """Every setting shown, as `Settings` stores it (valid only when `problem()` is None)."""
+        kind = self.model_combo.currentData()
+        is_repo = kind != FOLDER
+        if kind == CUSTOM:
+            source = self.repo_edit.text().strip()
+        elif kind == FOLDER:
+            source = str(Path(self.folder_edit.text().strip()).expanduser().absolute())
+        else:
+            source = kind
+        return {
+            Key.TEXT_TEMPERATURE: self.text_temperature.value(),
+            Key.AUDIO_TEMPERATURE: self.audio_temperature.value(),
+            Key.TEXT_TOP_K: self.text_top_k.value(),
+            Key.AUDIO_TOP_K: self.audio_top_k.value(),
+            Key.SEED: None if self.seed.value() < 0 else self.seed.value(),
+            Key.MODEL_SOURCE: source,
+            Key.MODEL_REVISION: (self.revision_edit.text().strip() or None) if is_repo else None,
+            Key.OFFLINE: self.offline_check.isChecked() if is_repo else False,
+            Key.COMPUTE_DEVICE: self.device_combo.currentData(),
+            Key.DTYPE: self.dtype_combo.currentData(),
+            Key.INPUT_DEVICE: self.input_combo.currentData(),
+            Key.OUTPUT_DEVICE: self.output_combo.currentData(),
+            Key.HALF_DUPLEX: self.half_duplex_check.isChecked(),
+        }
+
+    def problem(self) -> str | None:
+        """Why the values shown cannot be saved, in one sentence; None when they can."""
+        kind = self.model_combo.currentData()
+        if kind == CUSTOM and not is_repo_id(self.repo_edit.text().strip()):
+            return "Enter a Hugging Face repository id: owner/name."
+        if kind == FOLDER:
+            text = self.folder_edit.text().strip()
+            if not text:
+                return "Choose the folder that holds the model."
+            if not Path(text).expanduser().is_dir():
+                return "This folder does not exist: choose another."
+        return None
+
+    def needs_restart(self) -> bool:
+        """Whether a setting that applies on the next start differs from what the dialog opened
+        with."""
+        values = self.values()
+        return any(values[key] != self._opened_with[key] for key in RESTART_KEYS)
+
+    def _show(self, values: dict[Key, Any]) -> None:
+        self._showing = True
+        try:
+            self.text_temperature.set_value(values[Key.TEXT_TEMPERATURE])
+            self.audio_temperature.set_value(values[Key.AUDIO_TEMPERATURE])
+            self.text_top_k.setValue(values[Key.TEXT_TOP_K])
+            self.audio_top_k.setValue(values[Key.AUDIO_TOP_K])
+            self.seed.setValue(-1 if values[Key.SEED] is None else values[Key.SEED])
+            self._show_source(values[Key.MODEL_SOURCE])
+            self.revision_edit.setText(values[Key.MODEL_REVISION] or "")
+            self.offline_check.setChecked(values[Key.OFFLINE])
+            _select(self.device_combo, values[Key.COMPUTE_DEVICE])
+            _select(self.dtype_combo, values[Key.DTYPE])
+            self._fill_devices(self.input_combo, values[Key.INPUT_DEVICE], inputs=True)
+            self._fill_devices(self.output_combo, values[Key.OUTPUT_DEVICE], inputs=False)
+            self.half_duplex_check.setChecked(values[Key.HALF_DUPLEX])
+        finally:
+            self._showing = False
+        self._sampling_edited()
+        self._update_problem()
+
+    def _show_source(self, source: str) -> None:
+        if source in PRESETS:
+            kind = source
+        elif is_folder_source(source):
+            kind = FOLDER
+            self.folder_edit.setText(source)
+        else:
+            kind = CUSTOM
+            self.repo_edit.setText(source)
+        _select(self.model_combo, kind)
+        self._model_kind_changed()
+
+    def _fill_devices(self, combo: QComboBox, chosen: str | None, inputs: bool) -> None:
+        combo.clear()
+        combo.addItem("System default", None)
+        names = dict.fromkeys(name for name, i, o in self._devices if (i if inputs else o))
+        for name in names:
+            combo.addItem(name, name)
+        if chosen is not None and chosen not in names:  # unplugged: keep it unless changed
+            combo.addItem(f"{chosen} (not connected)", chosen)
+        _select(combo, chosen)
+
+    # --- Slots -----------------------------------------------------------------------------------
+
+    @Slot()
+    def _sampling_edited(self) -> None:
+        if self._showing:
+            return
+        sampling = self.sampling()
+        if sampling != self._sent:
+            self._sent = sampling
+            self.sampling_changed.emit(sampling)
+
+    @Slot()
+    def _model_kind_changed(self) -> None:
+        kind = self.model_combo.currentData()
+        if kind in PRESETS:
+            self.repo_edit.setText(kind)
+        self.repo_edit.setReadOnly(kind != CUSTOM)
+        self._model_form.setRowVisible(self.repo_edit, kind != FOLDER)
+        self._model_form.setRowVisible(self.folder_edit.parentWidget(), kind == FOLDER)
+        self.revision_edit.setEnabled(kind != FOLDER)
+        self.offline_check.setEnabled(kind != FOLDER)
+        self._update_problem()
+
+    @Slot()
+    def _update_problem(self) -> None:
+        problem = self.problem()
+        self.problem_label.setText(problem or "")
+        self._model_form.setRowVisible(self.problem_label, problem is not None)
+        self.ok_button.setEnabled(problem is None)
+
+    @Slot()
+    def _browse(self) -> None:
+        current = self.folder_edit.text().strip()
+        start = current if current and Path(current).expanduser().is_dir() else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", start)
+        if folder:
+            self.folder_edit.setText(str(Path(folder)))
+
+    @Slot()
+    def restore_defaults(self) -> None:
+        """Show the default of every setting (saved only on OK)."""
+        self._show({key: Settings.default(key) for key in DIALOG_KEYS})
+
+    @Slot()
+    def accept(self) -> None:
+        if self.problem() is not None:
+            return
+        for key, value in self.values().items():
+            self.settings.set_value(key, value)
+        self.settings.sync()
+        super().accept()
+
+    @Slot()
+    def reject(self) -> None:
+        if self._sent != self._opened_sampling:  # take back what was applied live
+            self._sent = self._opened_sampling
+            self.sampling_changed.emit(self._opened_sampling)
+        super().reject()
+
+
+def _form() -> QFormLayout:
+    form = QFormLayout()
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    return form
+
+
+def _group(title: str, form: QFormLayout) -> QGroupBox:
+    group = QGroupBox(title)
+    group.setLayout(form)
+    group.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+    return group
+
+
+def _note(text: str) -> QLabel:
+    """A short explanation, in a slightly smaller font than the controls'."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    font = label.font()
+    font.setPointSizeF(font.pointSizeF() * 0.9)
+    label.setFont(font)
+    return label
+
+
+def _label(text: str, buddy: QWidget) -> QLabel:
+    """A form label whose mnemonic (&) moves the focus to `buddy`."""
+    label = QLabel(text)
+    label.setBuddy(buddy)
+    return label
+
+
+def _top_k_spin_box(name: str, maximum: int) -> QSpinBox:
+    spin_box = QSpinBox()
+    spin_box.setRange(0, maximum)
+    spin_box.setSpecialValueText("all")
+    spin_box.setAccessibleName(name)
+    spin_box.setAccessibleDescription(f"0 = all tokens; at most {maximum}")
+    spin_box.setToolTip(f"Sample among the k most likely tokens (0 = all, at most {maximum})")
+    return spin_box
+
+
+def _choice_combo(name: str, choices: dict[str, str]) -> QComboBox:
+    combo = QComboBox()
+    combo.setAccessibleName(name)
+    for value, text in choices.items():
+        combo.addItem(text, value)
+    return combo
+
+
+def _select(combo: QComboBox, data: Any) -> None:
+    index = combo.findData(data)
+    combo.setCurrentIndex(max(index, 0))

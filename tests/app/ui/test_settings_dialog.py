@@ -1,0 +1,389 @@
+"""The settings dialog: loads, validates, applies sampling live, and saves only on OK."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QLabel,
+    QLineEdit,
+    QWidget,
+)
+
+from app.engine import SetSampling
+from app.ui.settings import DEFAULT_MODEL, Key, Settings
+from app.ui.settings_dialog import CUSTOM, DIALOG_KEYS, FOLDER, SettingsDialog
+
+DEVICES = [
+    ("Built-in Microphone", True, False),
+    ("Built-in Speakers", False, True),
+    ("USB Headset", True, True),
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, qapp) -> Settings:
+    return Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def open_dialog(qtbot, settings: Settings) -> Callable[..., SettingsDialog]:
+    def open_dialog(devices=DEVICES) -> SettingsDialog:
+        dialog = SettingsDialog(settings, devices)
+        qtbot.addWidget(dialog)
+        dialog.show()
+        return dialog
+
+    return open_dialog
+
+
+def stored(settings: Settings) -> dict[Key, object]:
+    return {key: settings.value(key) for key in Key}
+
+
+def choose_model(dialog: SettingsDialog, data: str) -> None:
+    dialog.model_combo.setCurrentIndex(dialog.model_combo.findData(data))
+
+
+def retype(qtbot, widget: QWidget, text: str) -> None:
+    """Select all of a line edit or spin box and type `text`, as a user would."""
+    widget.setFocus()
+    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(widget, text)
+
+
+def test_opens_with_the_defaults(open_dialog) -> None:
+    dialog = open_dialog()
+    assert dialog.text_temperature.value() == 0.7
+    assert dialog.text_temperature.slider.value() == 70
+    assert dialog.audio_temperature.value() == 0.8
+    assert dialog.text_top_k.value() == 25
+    assert dialog.audio_top_k.value() == 250
+    assert dialog.seed.text() == "random"
+    assert dialog.model_combo.currentData() == DEFAULT_MODEL
+    assert dialog.repo_edit.text() == DEFAULT_MODEL and dialog.repo_edit.isReadOnly()
+    assert not dialog.folder_edit.isVisible()
+    assert dialog.input_combo.currentText() == "System default"
+    assert dialog.ok_button.isEnabled()
+    assert dialog.values() == {key: Settings.default(key) for key in DIALOG_KEYS}
+
+
+def test_loads_the_stored_values(open_dialog, settings: Settings) -> None:
+    settings.text_temperature = 0.35
+    settings.audio_temperature = 0.0
+    settings.text_top_k = 0
+    settings.audio_top_k = 100
+    settings.seed = 1234
+    settings.model_source = "kyutai/moshika-pytorch-q8"
+    settings.model_revision = "main"
+    settings.offline = True
+    settings.compute_device = "cpu"
+    settings.dtype = "int8"
+    settings.input_device = "USB Headset"
+    settings.output_device = "Built-in Speakers"
+    settings.half_duplex = True
+    dialog = open_dialog()
+    assert dialog.text_temperature.slider.value() == 35
+    assert dialog.audio_temperature.spin_box.text() == "0.00"
+    assert dialog.text_top_k.text() == "all"
+    assert dialog.seed.value() == 1234
+    assert dialog.model_combo.currentText() == "Moshika (female voice), int8, 8 GB"
+    assert dialog.revision_edit.text() == "main"
+    assert dialog.offline_check.isChecked()
+    assert dialog.device_combo.currentData() == "cpu"
+    assert dialog.dtype_combo.currentData() == "int8"
+    assert dialog.input_combo.currentText() == "USB Headset"
+    assert dialog.output_combo.currentText() == "Built-in Speakers"
+    assert dialog.half_duplex_check.isChecked()
+    assert dialog.values() == {key: settings.value(key) for key in DIALOG_KEYS}
+
+
+def test_loads_a_custom_repository(open_dialog, settings: Settings) -> None:
+    settings.model_source = "someone/my-moshi"
+    dialog = open_dialog()
+    assert dialog.model_combo.currentData() == CUSTOM
+    assert dialog.repo_edit.text() == "someone/my-moshi" and not dialog.repo_edit.isReadOnly()
+
+
+def test_loads_a_local_folder(open_dialog, settings: Settings, tmp_path: Path) -> None:
+    settings.model_source = str(tmp_path)
+    dialog = open_dialog()
+    assert dialog.model_combo.currentData() == FOLDER
+    assert dialog.folder_edit.text() == str(tmp_path) and dialog.folder_edit.isVisible()
+    assert not dialog.repo_edit.isVisible()
+    assert not dialog.revision_edit.isEnabled() and not dialog.offline_check.isEnabled()
+    assert dialog.ok_button.isEnabled()
+
+
+def test_devices_are_listed_by_direction(open_dialog) -> None:
+    dialog = open_dialog()
+    inputs = [dialog.input_combo.itemText(i) for i in range(dialog.input_combo.count())]
+    outputs = [dialog.output_combo.itemText(i) for i in range(dialog.output_combo.count())]
+    assert inputs == ["System default", "Built-in Microphone", "USB Headset"]
+    assert outputs == ["System default", "Built-in Speakers", "USB Headset"]
+
+
+def test_a_device_not_connected_is_kept(open_dialog, settings: Settings) -> None:
+    settings.input_device = "Old Microphone"
+    dialog = open_dialog(devices=[])
+    assert dialog.input_combo.currentText() == "Old Microphone (not connected)"
+    dialog.accept()
+    assert settings.input_device == "Old Microphone"
+
+
+def test_slider_and_spin_box_stay_in_sync(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    field = dialog.text_temperature
+    field.spin_box.setValue(1.25)
+    assert field.slider.value() == 125
+    field.slider.setValue(40)
+    assert field.spin_box.value() == 0.4
+    field.slider.setFocus()
+    qtbot.keyClick(field.slider, Qt.Key.Key_Right)
+    assert (field.slider.value(), field.spin_box.value()) == (45, 0.45)
+    qtbot.keyClick(field.slider, Qt.Key.Key_End)
+    assert field.spin_box.value() == 1.5
+    retype(qtbot, field.spin_box, "0.1")
+    assert field.slider.value() == 10
+
+
+def test_sampling_changes_are_sent_live(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    sent: list[SetSampling] = []
+    dialog.sampling_changed.connect(sent.append)
+    with qtbot.waitSignal(dialog.sampling_changed) as signal:
+        dialog.audio_temperature.slider.setValue(50)
+    assert signal.args == [
+        SetSampling(temperature=0.5, top_k=250, text_temperature=0.7, text_top_k=25)
+    ]
+    dialog.text_temperature.spin_box.setValue(0.0)
+    dialog.audio_top_k.setValue(100)
+    dialog.text_top_k.setValue(0)
+    assert sent == [  # once per change, although the slider and the spin box both move
+        SetSampling(0.5, 250, 0.7, 25),
+        SetSampling(0.5, 250, 0.0, 25),
+        SetSampling(0.5, 100, 0.0, 25),
+        SetSampling(0.5, 100, 0.0, 0),
+    ]
+    assert dialog.sampling() == sent[-1]
+
+
+def test_the_seed_is_not_sampling_sent_live(open_dialog) -> None:
+    dialog = open_dialog()
+    sent: list[SetSampling] = []
+    dialog.sampling_changed.connect(sent.append)
+    dialog.seed.setValue(7)
+    assert sent == []
+    assert dialog.values()[Key.SEED] == 7
+    assert dialog.needs_restart()
+
+
+def test_out_of_range_input_is_refused(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    retype(qtbot, dialog.text_temperature.spin_box, "9")
+    assert dialog.text_temperature.value() <= 1.5
+    assert dialog.text_temperature.spin_box.text() != "9"
+    retype(qtbot, dialog.audio_temperature.spin_box, "-1")
+    assert dialog.audio_temperature.value() >= 0
+    retype(qtbot, dialog.audio_top_k, "5000")
+    assert dialog.audio_top_k.value() <= 2048
+    retype(qtbot, dialog.text_top_k, "99999")
+    assert dialog.text_top_k.value() <= 32000
+    dialog.text_temperature.spin_box.setValue(9)  # even from code: clamped
+    assert dialog.text_temperature.value() == 1.5
+    retype(qtbot, dialog.revision_edit, "two words")
+    assert dialog.revision_edit.text() == "twowords"
+
+
+def test_a_custom_repository_must_be_owner_slash_name(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    choose_model(dialog, CUSTOM)
+    assert not dialog.repo_edit.isReadOnly()
+    retype(qtbot, dialog.repo_edit, "kyutai")
+    assert not dialog.ok_button.isEnabled()
+    assert dialog.problem_label.isVisible() and "owner/name" in dialog.problem_label.text()
+    qtbot.keyClicks(dialog.repo_edit, "/my moshi")  # the space is refused as it is typed
+    assert dialog.repo_edit.text() == "kyutai/mymoshi"
+    assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()
+    retype(qtbot, dialog.repo_edit, "a--b/c")
+    assert not dialog.ok_button.isEnabled()
+    dialog.accept()  # Enter while OK is disabled does nothing
+    assert dialog.result() == QDialog.DialogCode.Rejected and dialog.isVisible()
+    choose_model(dialog, DEFAULT_MODEL)  # a preset is always valid
+    assert dialog.ok_button.isEnabled()
+
+
+def test_a_local_folder_must_exist(open_dialog, qtbot, tmp_path: Path) -> None:
+    dialog = open_dialog()
+    choose_model(dialog, FOLDER)
+    assert dialog.folder_edit.isVisible() and dialog.browse_button.isVisible()
+    assert not dialog.ok_button.isEnabled()  # no folder yet
+    retype(qtbot, dialog.folder_edit, str(tmp_path / "missing"))
+    assert not dialog.ok_button.isEnabled() and "does not exist" in dialog.problem_label.text()
+    retype(qtbot, dialog.folder_edit, str(tmp_path))
+    assert dialog.ok_button.isEnabled()
+    assert dialog.values()[Key.MODEL_SOURCE] == str(tmp_path)
+
+
+def test_browse_picks_a_folder(open_dialog, qtbot, monkeypatch, tmp_path: Path) -> None:
+    asked = []
+
+    def pick(parent, caption, start):
+        asked.append(start)
+        return str(tmp_path)
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", pick)
+    dialog = open_dialog()
+    choose_model(dialog, FOLDER)
+    qtbot.mouseClick(dialog.browse_button, Qt.MouseButton.LeftButton)
+    assert asked == [str(Path.home())]
+    assert dialog.folder_edit.text() == str(tmp_path)
+    assert dialog.ok_button.isEnabled()
+
+
+def test_ok_saves_everything(open_dialog, qtbot, settings: Settings, tmp_path: Path) -> None:
+    dialog = open_dialog()
+    dialog.text_temperature.spin_box.setValue(0.3)
+    dialog.audio_top_k.setValue(64)
+    dialog.seed.setValue(99)
+    choose_model(dialog, FOLDER)
+    dialog.folder_edit.setText(str(tmp_path))
+    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cuda"))
+    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("float16"))
+    dialog.input_combo.setCurrentIndex(dialog.input_combo.findData("USB Headset"))
+    dialog.half_duplex_check.setChecked(True)
+    assert dialog.needs_restart()
+    with qtbot.waitSignal(dialog.accepted):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert stored(settings) == {
+        **{key: Settings.default(key) for key in Key},
+        Key.TEXT_TEMPERATURE: 0.3,
+        Key.AUDIO_TOP_K: 64,
+        Key.SEED: 99,
+        Key.MODEL_SOURCE: str(tmp_path),
+        Key.COMPUTE_DEVICE: "cuda",
+        Key.DTYPE: "float16",
+        Key.INPUT_DEVICE: "USB Headset",
+        Key.HALF_DUPLEX: True,
+    }
+
+
+def test_ok_saves_a_custom_repository_and_revision(open_dialog, qtbot, settings) -> None:
+    dialog = open_dialog()
+    choose_model(dialog, CUSTOM)
+    retype(qtbot, dialog.repo_edit, "someone/my-moshi")
+    retype(qtbot, dialog.revision_edit, "v2")
+    dialog.offline_check.setChecked(True)
+    dialog.accept()
+    assert settings.model_source == "someone/my-moshi"
+    assert settings.model_revision == "v2"
+    assert settings.offline is True
+
+
+def test_cancel_saves_nothing_and_takes_back_live_sampling(
+    open_dialog, qtbot, settings: Settings
+) -> None:
+    settings.text_top_k = 10
+    before = stored(settings)
+    dialog = open_dialog()
+    dialog.text_top_k.setValue(50)
+    dialog.audio_temperature.spin_box.setValue(1.0)
+    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("float32"))
+    with qtbot.waitSignal(dialog.sampling_changed) as signal:
+        qtbot.mouseClick(
+            dialog.buttons.button(dialog.buttons.StandardButton.Cancel), Qt.MouseButton.LeftButton
+        )
+    assert signal.args == [
+        SetSampling(temperature=0.8, top_k=250, text_temperature=0.7, text_top_k=10)
+    ]
+    assert dialog.result() == QDialog.DialogCode.Rejected
+    assert stored(settings) == before
+
+
+def test_cancel_without_sampling_changes_sends_nothing(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    with qtbot.assertNotEmitted(dialog.sampling_changed):
+        qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert dialog.result() == QDialog.DialogCode.Rejected
+
+
+def test_restore_defaults(open_dialog, qtbot, settings: Settings, tmp_path: Path) -> None:
+    settings.text_temperature = 1.0
+    settings.audio_top_k = 10
+    settings.seed = 5
+    settings.model_source = str(tmp_path)
+    settings.dtype = "int8"
+    settings.output_device = "USB Headset"
+    settings.half_duplex = True
+    dialog = open_dialog()
+    with qtbot.waitSignal(dialog.sampling_changed) as signal:  # once, with every default
+        qtbot.mouseClick(dialog.restore_button, Qt.MouseButton.LeftButton)
+    assert signal.args == [SetSampling()]
+    assert dialog.values() == {key: Settings.default(key) for key in DIALOG_KEYS}
+    assert not dialog.folder_edit.isVisible() and dialog.repo_edit.text() == DEFAULT_MODEL
+    assert settings.dtype == "int8"  # saved only on OK
+    dialog.accept()
+    assert stored(settings) == {key: Settings.default(key) for key in Key}
+
+
+def test_needs_restart_only_for_what_applies_on_the_next_start(open_dialog) -> None:
+    dialog = open_dialog()
+    dialog.text_temperature.spin_box.setValue(1.0)
+    dialog.audio_top_k.setValue(1)
+    assert not dialog.needs_restart()
+    dialog.output_combo.setCurrentIndex(2)
+    assert dialog.needs_restart()
+
+
+def test_every_control_is_reachable_named_and_labelled(open_dialog) -> None:
+    dialog = open_dialog()
+    choose_model(dialog, FOLDER)  # the folder row shows, the repository row hides
+    controls = [
+        w
+        for w in dialog.findChildren(QWidget)
+        if w.window() is dialog
+        and isinstance(w, (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox))
+        or (isinstance(w, QLineEdit) and not isinstance(w.parent(), QAbstractSpinBox))
+    ]
+    assert len(controls) >= 20
+    chain, widget = [], dialog.nextInFocusChain()
+    while widget is not dialog:
+        chain.append(widget)
+        widget = widget.nextInFocusChain()
+    for control in controls:
+        assert control in chain
+        assert control.focusPolicy() & Qt.FocusPolicy.TabFocus, control
+        if not isinstance(control, QAbstractButton):
+            assert control.accessibleName(), control
+    buddies = {label.buddy() for label in dialog.findChildren(QLabel) if label.buddy()}
+    for control in controls:
+        if not isinstance(control, (QAbstractButton, QAbstractSlider)):
+            assert control in buddies, control.accessibleName()
+
+
+def test_mnemonics_are_unique(open_dialog) -> None:
+    dialog = open_dialog()
+    letters = []
+    for widget in dialog.findChildren(QLabel) + dialog.findChildren(QAbstractButton):
+        text = widget.text().replace("&&", "")
+        if "&" in text:
+            letters.append(text[text.index("&") + 1].lower())
+    assert len(letters) >= 15
+    assert len(letters) == len(set(letters)), sorted(letters)
+
+
+def test_a_mnemonic_moves_the_focus(open_dialog, qtbot) -> None:
+    dialog = open_dialog()
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow)
+    qtbot.keyClick(dialog, Qt.Key.Key_Y, Qt.KeyboardModifier.AltModifier)
+    assert dialog.focusWidget() is dialog.dtype_combo

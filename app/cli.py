@@ -1,6 +1,6 @@
 """The `moshi-desktop` command line; `python -m app` is the same.
 
-With no subcommand it opens the desktop window (not built yet). Each subcommand is added by one
+With no subcommand it opens the desktop window. Each subcommand is added by one
 small function listed in `COMMANDS`: it adds its parser to the subparsers and sets a `handler`
 default, a function ``(args) -> int`` that returns the exit status.
 
@@ -79,21 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open_window(parser: argparse.ArgumentParser) -> int:
-    # The desktop window arrives with a later issue; until then say so and point at what exists.
-    names = _command_names(parser)
-    available = f"use a subcommand: {', '.join(names)}" if names else "no subcommands exist yet"
-    print(
-        f"{PROG} {__version__}: the desktop window is not built yet; {available} "
-        f"(see `{PROG} --help`)."
-    )
-    return 0
+    from app.gui import main as open_window
 
-
-def _command_names(parser: argparse.ArgumentParser) -> list[str]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return list(action.choices)
-    return []
+    return open_window()
 
 
 def _exit_status(code: object) -> int:

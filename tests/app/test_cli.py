@@ -34,22 +34,12 @@ def test_version_is_the_one_in_pyproject() -> None:
     assert app.__version__ == expected
 
 
-def test_no_subcommand_says_the_window_is_not_there_yet(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert cli.main([]) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    assert "desktop window is not built yet" in out
-    assert "use a subcommand: talk" in out
+def test_no_subcommand_opens_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.gui
 
-
-def test_no_subcommand_lists_the_subcommands_that_exist(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "COMMANDS", (_add_fake("talk", 0), _add_fake("bench", 0)))
-    assert cli.main([]) == 0
-    assert "use a subcommand: talk, bench" in capsys.readouterr().out
+    opened = []
+    monkeypatch.setattr(app.gui, "main", lambda: opened.append(True) or 0)
+    assert cli.main([]) == 0 and opened == [True]
 
 
 def test_subcommand_runs_its_handler(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,53 @@
+"""Opens the desktop window: `moshi-desktop` with no command.
+
+The one file outside app/ui/ that touches Qt: it makes the QApplication, the engine with the
+local backend (app.local), and the main window.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import local
+
+
+class LocalBackend:
+    """What the window needs to know about running Moshi on this machine."""
+
+    is_cached = staticmethod(local.is_cached)
+    audio_devices = staticmethod(local.audio_devices)
+
+    @staticmethod
+    def make_fetch(config):
+        from .fetch import ModelFetch
+
+        return ModelFetch(config.model, revision=config.revision, offline=config.offline or None)
+
+
+def build_engine():
+    from .engine import Engine
+    from .session import Conversation, default_recordings_dir
+
+    return Engine(
+        local.load_pipeline,
+        local.open_audio,
+        new_record=lambda: Conversation.create(default_recordings_dir()),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from . import __version__
+    from .ui.main_window import MainWindow
+    from .ui.settings import Settings
+
+    app = QApplication.instance() or QApplication(sys.argv[:1] + (argv or []))
+    app.setApplicationName("moshi-desktop")
+    app.setApplicationDisplayName("Moshi")
+    app.setOrganizationName("moshi-desktop")
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName("moshi-desktop")  # the .desktop file, for the icon under Wayland
+    window = MainWindow(build_engine(), Settings(), LocalBackend())
+    window.show()
+    return app.exec()

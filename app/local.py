@@ -1,0 +1,88 @@
+"""The local backend: Moshi runs on this machine, heard through its microphone and speakers.
+
+The GUI describes a run with a `RunConfig` (plain values, read from the settings when the user
+presses Start); the engine thread calls `load_pipeline(config)` and `open_audio(config)`. The model
+package is imported only inside these functions, so the GUI never loads torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    revision: str | None = None
+    offline: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int | None = None
+    input_device: str | None = None
+    output_device: str | None = None
+    input_file: Path | None = None  # instead of the microphone (tests, demos)
+
+    @property
+    def model_key(self) -> tuple:
+        """What, when it changes, needs the model loaded again."""
+        return (self.model, self.revision, self.device, self.dtype)
+
+
+def locate(config: RunConfig, download: bool = False):
+    from model.checkpoint import CheckpointError
+    from model.hub import locate_model
+
+    try:
+        return locate_model(
+            config.model,
+            revision=config.revision,
+            offline=config.offline or None,
+            download=download,
+        )
+    except CheckpointError as e:
+        raise UserError(f"cannot load the model: {e}") from e
+
+
+def is_cached(config: RunConfig) -> bool:
+    """Whether the model's files are all on this machine (looks at the cache only)."""
+    try:
+        locate(config)
+        return True
+    except UserError:
+        return False
+
+
+def load_pipeline(config: RunConfig):
+    from model.checkpoint import CheckpointError
+    from model.config import ConfigError
+    from model.pipeline import Pipeline
+    from model.text import TokenizerError
+
+    files = locate(config)
+    try:
+        return Pipeline.load(files, config.device, config.dtype, seed=config.seed)
+    except (CheckpointError, ConfigError, TokenizerError) as e:
+        raise UserError(f"cannot load the model: {e}") from e
+    except RuntimeError as e:  # no such device, out of memory while loading
+        raise UserError(f"cannot load the model on {config.device}: {e}") from e
+
+
+def open_audio(config: RunConfig):
+    from .audio import DeviceAudio, FileAudio
+
+    if config.input_file is not None:
+        return FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
+    return DeviceAudio(config.input_device, config.output_device)
+
+
+def audio_devices() -> list[tuple[str, bool, bool]]:
+    """(name, has input, has output) of each audio device; empty without PortAudio."""
+    from .audio import list_devices
+
+    try:
+        return [(d.name, d.input_channels > 0, d.output_channels > 0) for d in list_devices()]
+    except UserError:
+        return []

@@ -1,0 +1,428 @@
+"""The main window: talk with Moshi, watch its inner monologue and both voices, export.
+
+The window never touches the model: it sends commands to the engine (app.engine) and an
+`EngineBridge` drains the engine's events on a timer in the GUI thread. What runs the model and
+where its files come from is a `backend` object handed in by the launcher (app.gui), so tests
+can give a tiny model and a file for a microphone.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine import (
+    AudioBlock,
+    ErrorEvent,
+    Export,
+    Exported,
+    Mute,
+    NewConversation,
+    Notice,
+    SetHalfDuplex,
+    Start,
+    StateChanged,
+    Stats,
+    Stop,
+    TextPiece,
+)
+
+from .settings import Settings
+from .settings_dialog import SettingsDialog
+from .transcript import TranscriptView
+from .waveform import WaveformView
+
+LICENCE_HTML = (
+    "Moshi's weights are published by Kyutai under the <a href=\"https://creativecommons.org/"
+    'licenses/by/4.0/">Creative Commons Attribution 4.0</a> licence (CC-BY 4.0).'
+)
+
+
+class EngineBridge(QObject):
+    """Drains the engine's event queue on the GUI thread and re-emits each event as a signal."""
+
+    state = Signal(str)
+    text = Signal(str, float)
+    audio = Signal(object, object, float)
+    stats = Signal(object)
+    notice = Signal(str)
+    error = Signal(str)
+    exported = Signal(str)
+
+    def __init__(self, events: queue.Queue, parent: QObject | None = None, interval_ms: int = 30):
+        super().__init__(parent)
+        self._events = events
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.drain)
+        self._timer.start(interval_ms)
+
+    @Slot()
+    def drain(self) -> None:
+        for _ in range(200):  # bounded per tick, so a burst never freezes the window
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(event, TextPiece):
+                self.text.emit(event.text, event.time)
+            elif isinstance(event, AudioBlock):
+                self.audio.emit(event.user, event.moshi, event.time)
+            elif isinstance(event, Stats):
+                self.stats.emit(event)
+            elif isinstance(event, StateChanged):
+                self.state.emit(event.state)
+            elif isinstance(event, Notice):
+                self.notice.emit(event.message)
+            elif isinstance(event, ErrorEvent):
+                self.error.emit(event.message)
+            elif isinstance(event, Exported):
+                self.exported.emit(event.path)
+
+
+class Banner(QFrame):
+    """A message across the top of the window that does not block it; closable."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setAccessibleName("Message")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAccessibleName("Dismiss message")
+        close.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_message(self, text: str, kind: str = "error") -> None:
+        self.kind = kind
+        colour = "#c0392b" if kind == "error" else "#b9770e"
+        self.setStyleSheet(f"Banner {{ border: 1px solid {colour}; border-radius: 4px; }}")
+        self.label.setText(("⚠ " if kind != "error" else "✖ ") + text)
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, engine, settings: Settings, backend, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.engine, self.settings, self.backend = engine, settings, backend
+        self.state = "stopped"
+        self.setWindowTitle("Moshi")
+        self.setMinimumSize(640, 420)
+        self._build_widgets()
+        self._build_actions()
+        self._build_menus()
+        self._build_status_bar()
+        self.bridge = EngineBridge(engine.events, self)
+        self.bridge.state.connect(self.on_state)
+        self.bridge.text.connect(self.transcript.add_piece)
+        self.bridge.audio.connect(self.waveform.add_block)
+        self.bridge.stats.connect(self.on_stats)
+        self.bridge.notice.connect(self.on_notice)
+        self.bridge.error.connect(self.on_error)
+        self.bridge.exported.connect(self.on_exported)
+        engine.start()
+        engine.send(settings.sampling_command())
+        engine.send(SetHalfDuplex(settings.half_duplex))
+        if settings.window_geometry:
+            self.restoreGeometry(settings.window_geometry)
+        else:
+            self.resize(980, 640)
+        self.on_state("stopped")
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        self.banner = Banner()
+        self.start_button = QPushButton("&Start")
+        self.start_button.setAccessibleName("Start or stop the conversation")
+        self.start_button.setMinimumWidth(110)
+        self.start_button.clicked.connect(self.toggle_running)
+        self.mute_button = QPushButton("&Mute")
+        self.mute_button.setCheckable(True)
+        self.mute_button.setAccessibleName("Mute the microphone")
+        self.mute_button.toggled.connect(self.set_muted)
+        self.new_button = QPushButton("&New conversation")
+        self.new_button.setAccessibleName("Start a new conversation")
+        self.new_button.clicked.connect(self.new_conversation)
+        self.duplex_button = QPushButton("&Half duplex")
+        self.duplex_button.setCheckable(True)
+        self.duplex_button.setChecked(self.settings.half_duplex)
+        self.duplex_button.setToolTip(
+            "Mute the microphone while Moshi speaks: for speakers without headphones"
+        )
+        self.duplex_button.setAccessibleName("Half duplex")
+        self.duplex_button.toggled.connect(self.set_half_duplex)
+        controls = QHBoxLayout()
+        for button in (self.start_button, self.mute_button, self.new_button, self.duplex_button):
+            controls.addWidget(button)
+        controls.addStretch(1)
+
+        self.waveform = WaveformView()
+        self.transcript = TranscriptView()
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.waveform)
+        splitter.addWidget(self.transcript)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 3)
+        splitter.setChildrenCollapsible(False)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
+        layout.addLayout(controls)
+        layout.addWidget(splitter, 1)
+        self.setCentralWidget(central)
+
+    def _action(self, text: str, shortcut, slot, *, checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work wherever the focus is in the window
+        return action
+
+    def _build_actions(self) -> None:
+        self.start_action = self._action("&Start / Stop", Qt.Key.Key_Space, self.toggle_running)
+        self.mute_action = self._action("&Mute microphone", Qt.Key.Key_M, self.mute_button.toggle)
+        self.new_action = self._action(
+            "&New conversation", QKeySequence.StandardKey.New, self.new_conversation
+        )
+        self.duplex_action = self._action("&Half duplex", Qt.Key.Key_H, self.duplex_button.toggle)
+        self.export_action = self._action("&Export transcript…", "Ctrl+E", self.export_transcript)
+        self.audio_action = self._action(
+            "Save conversation &audio…", "Ctrl+Shift+S", self.save_audio
+        )
+        self.settings_action = self._action(
+            "&Settings…", QKeySequence.StandardKey.Preferences, self.open_settings
+        )
+        if self.settings_action.shortcut().isEmpty():
+            self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.about_action = self._action(
+            "&About Moshi Desktop", QKeySequence.StandardKey.HelpContents, self.show_about
+        )
+
+    def _build_menus(self) -> None:
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        file_menu.addActions([self.export_action, self.audio_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        talk_menu = menus.addMenu("&Conversation")
+        talk_menu.addActions(
+            [self.start_action, self.mute_action, self.new_action, self.duplex_action]
+        )
+        menus.addMenu("&Settings").addAction(self.settings_action)
+        menus.addMenu("&Help").addAction(self.about_action)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel()
+        self.speed_label = QLabel()
+        self.latency_label = QLabel()
+        self.drops_label = QLabel()
+        self.elapsed_label = QLabel()
+        for label, name in (
+            (self.model_label, "Model and device"),
+            (self.speed_label, "Milliseconds per frame and real-time factor"),
+            (self.latency_label, "Estimated latency"),
+            (self.drops_label, "Dropped frames and audio glitches"),
+            (self.elapsed_label, "Conversation time"),
+        ):
+            label.setAccessibleName(name)
+            bar.addPermanentWidget(label)
+        self._describe_model()
+
+    def _describe_model(self) -> None:
+        s = self.settings
+        name = Path(s.model_source).name if Path(s.model_source).is_absolute() else s.model_source
+        self.model_label.setText(f"{name} · {s.compute_device} · {s.dtype}")
+
+    # --- conversation -------------------------------------------------------------------------
+
+    def run_config(self):
+        from app.local import RunConfig
+
+        s = self.settings
+        return RunConfig(
+            model=s.model_source,
+            revision=s.model_revision,
+            offline=s.offline,
+            device=s.compute_device,
+            dtype=s.dtype,
+            seed=s.seed,
+            input_device=s.input_device,
+            output_device=s.output_device,
+        )
+
+    @Slot()
+    def toggle_running(self) -> None:
+        if self.state in ("running", "loading"):
+            self.engine.send(Stop())
+            return
+        config = self.run_config()
+        if not self.backend.is_cached(config) and not self._download(config):
+            return
+        self.banner.hide()
+        self.engine.send(self.settings.sampling_command())
+        self.engine.send(Start(config))
+
+    def _download(self, config) -> bool:
+        """Offer the download; True once the model is on this machine."""
+        from .download_dialog import DownloadDialog
+
+        dialog = DownloadDialog(self.backend.make_fetch(config), self)
+        return dialog.exec() == DownloadDialog.DialogCode.Accepted
+
+    @Slot(bool)
+    def set_muted(self, muted: bool) -> None:
+        self.engine.send(Mute(muted))
+        self.mute_button.setText("Un&mute" if muted else "&Mute")
+
+    @Slot(bool)
+    def set_half_duplex(self, enabled: bool) -> None:
+        self.settings.half_duplex = enabled
+        self.engine.send(SetHalfDuplex(enabled))
+
+    @Slot()
+    def new_conversation(self) -> None:
+        self.engine.send(NewConversation())
+        self.transcript.clear()
+        self.waveform.clear()
+        self.elapsed_label.setText("")
+
+    # --- engine events ------------------------------------------------------------------------
+
+    @Slot(str)
+    def on_state(self, state: str) -> None:
+        self.state = state
+        running = state in ("running", "loading")
+        self.start_button.setText("&Stop" if running else "&Start")
+        if state == "loading":
+            self.statusBar().showMessage("Loading the model…")
+        elif state == "running":
+            self.statusBar().clearMessage()
+            if not self.settings.half_duplex:
+                self.statusBar().showMessage(
+                    "Headphones recommended: with speakers Moshi hears itself (or turn on "
+                    "Half duplex).",
+                    8000,
+                )
+        elif state == "finished":
+            self.statusBar().showMessage("The input ended.", 5000)
+
+    @Slot(object)
+    def on_stats(self, stats) -> None:
+        total = stats.ms_per_frame.get("total", 0.0)
+        self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}")
+        self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
+        self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")
+        self.drops_label.setText(
+            f"dropped {stats.dropped_frames} · xruns {stats.underruns + stats.overruns}"
+        )
+        minutes, seconds = divmod(int(stats.elapsed), 60)
+        self.elapsed_label.setText(f"{minutes}:{seconds:02d}")
+
+    @Slot(str)
+    def on_notice(self, message: str) -> None:
+        self.banner.show_message(message, "warning")
+
+    @Slot(str)
+    def on_error(self, message: str) -> None:
+        self.banner.show_message(message, "error")
+
+    @Slot(str)
+    def on_exported(self, path: str) -> None:
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+
+    # --- export, settings, about --------------------------------------------------------------
+
+    def ask_save_path(self, title: str, filters: str, suggested: str) -> str | None:
+        """The file dialog; tests replace this method."""
+        folder = self.settings.last_export_folder or Path.home()
+        path, _ = QFileDialog.getSaveFileName(self, title, str(folder / suggested), filters)
+        return path or None
+
+    def _export(self, title: str, filters: str, suggested: str) -> None:
+        path = self.ask_save_path(title, filters, suggested)
+        if path is None:
+            return
+        if not Path(path).suffix:
+            path += "." + suggested.rsplit(".", 1)[-1]
+        self.settings.last_export_folder = Path(path).parent
+        self.engine.send(Export(path))
+
+    @Slot()
+    def export_transcript(self) -> None:
+        self._export(
+            "Export transcript",
+            "Text (*.txt);;Markdown (*.md);;JSON (*.json);;Subtitles SRT (*.srt);;WebVTT (*.vtt)",
+            "moshi-conversation.txt",
+        )
+
+    @Slot()
+    def save_audio(self) -> None:
+        self._export(
+            "Save conversation audio",
+            "Stereo WAV: you left, Moshi right (*.wav)",
+            "moshi-conversation.wav",
+        )
+
+    @Slot()
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self.backend.audio_devices(), self)
+        dialog.sampling_changed.connect(self.engine.send)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            self.duplex_button.setChecked(self.settings.half_duplex)
+            self._describe_model()
+            if dialog.needs_restart() and self.state in ("running", "loading"):
+                self.statusBar().showMessage(
+                    "Model, device and audio changes apply on the next start.", 8000
+                )
+
+    @Slot()
+    def show_about(self) -> None:
+        def v(package: str) -> str:
+            try:
+                return version(package)
+            except PackageNotFoundError:
+                return "not installed"
+
+        QMessageBox.about(
+            self,
+            "About Moshi Desktop",
+            (
+                f"<h3>Moshi Desktop {v('moshi-desktop')}</h3>"
+                "<p>Talk full duplex with Kyutai's Moshi on your own machine.</p>"
+                f"<p>Python {platform.python_version()} · torch {v('torch')} · "
+                f"PySide6 {v('PySide6-Essentials')}</p><p>{LICENCE_HTML}</p>"
+            ),
+        )
+
+    def closeEvent(self, event) -> None:
+        self.settings.window_geometry = bytes(self.saveGeometry())
+        self.engine.close()
+        super().closeEvent(event)

@@ -1,0 +1,160 @@
+"""The main window, with a tiny random Moshi and a file standing in for the microphone."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from PySide6.QtCore import QSettings
+
+from app.audio import FileAudio
+from app.engine import Engine
+from app.session import Conversation
+from app.ui.main_window import MainWindow
+from app.ui.settings import Settings
+
+
+@pytest.fixture
+def voice(tmp_path):
+    t = np.arange(int(1.2 * 24000)) / 24000
+    path = tmp_path / "voice.wav"
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 24000)
+    return path
+
+
+class Backend:
+    def __init__(self, cached=True):
+        self.cached = cached
+
+    def is_cached(self, config):
+        return self.cached
+
+    def audio_devices(self):
+        return [("Test microphone", True, False), ("Test speakers", False, True)]
+
+    def make_fetch(self, config):
+        raise AssertionError("no download expected")
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, tiny_checkpoint, voice):
+    def make(load=None, backend=None):
+        from model.pipeline import Pipeline
+
+        settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        settings.model_source = str(tiny_checkpoint)
+        settings.compute_device = "cpu"
+
+        def load_pipeline(config):
+            assert config.model == str(tiny_checkpoint) and config.device == "cpu"
+            return Pipeline.load(tiny_checkpoint, "cpu", seed=0)
+
+        engine = Engine(
+            load or load_pipeline,
+            lambda config: FileAudio(voice, realtime=False, trailing_silence=1.0),
+            new_record=lambda: Conversation.create(tmp_path / "recordings"),
+        )
+        window = MainWindow(engine, settings, backend or Backend())
+        qtbot.addWidget(window)
+        window.show()
+        return window
+
+    return make
+
+
+def test_a_conversation_fills_the_transcript_and_waveforms(make_window, qtbot, tmp_path):
+    window = make_window()
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.state == "finished", timeout=30000)
+    qtbot.waitUntil(lambda: window.transcript.plain_text() != "", timeout=5000)
+    user, moshi = window.waveform.envelopes()
+    assert user.max() > 0.2  # the voice file's sine reached the waveform
+    assert "ms/frame" in window.speed_label.text()
+
+    image = window.grab().toImage()
+    path = tmp_path / "window.png"
+    assert image.save(str(path))
+    pixels = {
+        image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
+    }
+    assert len(pixels) > 20  # not blank
+
+
+def test_export_through_the_menu(make_window, qtbot, tmp_path):
+    window = make_window()
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.state == "finished", timeout=30000)
+    target = tmp_path / "exported.json"
+    window.ask_save_path = lambda title, filters, suggested: str(target)
+    window.export_action.trigger()
+    qtbot.waitUntil(lambda: target.exists() or window.banner.isVisible(), timeout=10000)
+    assert not window.banner.isVisible(), window.banner.label.text()
+    record = json.loads(target.read_text())
+    assert record["pieces"] and window.settings.last_export_folder == tmp_path
+    audio = tmp_path / "both.wav"
+    window.ask_save_path = lambda title, filters, suggested: str(audio.with_suffix(""))
+    window.audio_action.trigger()  # no suffix given: .wav is added
+    qtbot.waitUntil(audio.exists, timeout=10000)
+    assert soundfile.read(audio)[0].shape[1] == 2
+
+
+def test_sampling_settings_reach_the_running_model(make_window, qtbot):
+    window = make_window()
+    window.settings.text_temperature = 0.0
+    window.settings.audio_top_k = 3
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.engine.pipeline is not None, timeout=30000)
+    qtbot.waitUntil(lambda: window.engine.pipeline.sampling.top_k == 3, timeout=5000)
+    assert window.engine.pipeline.sampling.text_temperature == 0.0
+
+
+def test_an_error_shows_a_message_and_the_window_stays_usable(make_window, qtbot, tiny_checkpoint):
+    from app.errors import UserError
+    from model.pipeline import Pipeline
+
+    attempts = []
+
+    def flaky_load(config):
+        attempts.append(config)
+        if len(attempts) == 1:
+            raise UserError("cannot load the model: model folder not found: /nowhere")
+        return Pipeline.load(tiny_checkpoint, "cpu", seed=0)
+
+    window = make_window(load=flaky_load)
+    window.start_button.click()
+    qtbot.waitUntil(window.banner.isVisible, timeout=10000)
+    assert "model folder not found" in window.banner.label.text()
+    assert window.start_button.text() == "&Start"
+    window.start_button.click()  # try again
+    qtbot.waitUntil(lambda: window.state == "finished", timeout=30000)
+    assert not window.banner.isVisible()
+
+
+def test_start_offers_the_download_when_the_model_is_missing(make_window, qtbot, monkeypatch):
+    from app.ui import download_dialog
+
+    offered = []
+    monkeypatch.setattr(
+        download_dialog.DownloadDialog, "exec", lambda self: offered.append(self) or 0
+    )  # the user declines
+
+    class Missing(Backend):
+        def make_fetch(self, config):
+            return type(
+                "Fetch", (), {"events": None, "start": lambda s: None, "cancel": lambda s: None}
+            )()
+
+    window = make_window(backend=Missing(cached=False))
+    window.start_button.click()
+    assert len(offered) == 1 and window.engine.pipeline is None and window.state == "stopped"
+
+
+def test_shortcuts_and_geometry(make_window, qtbot):
+    window = make_window()
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.actions()}
+    assert shortcuts["&Start / Stop"] == "Space" and shortcuts["&Mute microphone"] == "M"
+    window.mute_action.trigger()
+    assert window.mute_button.isChecked()
+    window.resize(700, 500)
+    window.close()
+    assert window.settings.window_geometry

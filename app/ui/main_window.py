@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QToolButton,
@@ -245,6 +246,12 @@ class MainWindow(QMainWindow):
         self.latency_label = QLabel()
         self.drops_label = QLabel()
         self.elapsed_label = QLabel()
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)  # indeterminate: loading has no measurable steps
+        self.busy.setMaximumWidth(120)
+        self.busy.setAccessibleName("Loading the model")
+        self.busy.hide()
+        bar.addPermanentWidget(self.busy)
         for label, name in (
             (self.model_label, "Model and device"),
             (self.speed_label, "Milliseconds per frame and real-time factor"),
@@ -321,6 +328,7 @@ class MainWindow(QMainWindow):
         self.state = state
         running = state in ("running", "loading")
         self.start_button.setText("&Stop" if running else "&Start")
+        self.busy.setVisible(state == "loading")
         if state == "loading":
             self.statusBar().showMessage("Loading the model…")
         elif state == "running":

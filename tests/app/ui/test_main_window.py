@@ -158,3 +158,41 @@ def test_shortcuts_and_geometry(make_window, qtbot):
     window.resize(700, 500)
     window.close()
     assert window.settings.window_geometry
+
+
+def test_settings_from_the_menu_are_saved_and_applied_live(make_window, qtbot, monkeypatch):
+    from app.ui.settings_dialog import SettingsDialog
+
+    window = make_window()
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.engine.pipeline is not None, timeout=30000)
+
+    def change_and_accept(dialog):
+        dialog.audio_top_k.setValue(7)  # live: the running conversation gets it now
+        dialog.accept()
+        return SettingsDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", change_and_accept)
+    window.settings_action.trigger()
+    qtbot.waitUntil(lambda: window.engine.pipeline.sampling.top_k == 7, timeout=5000)
+    assert window.settings.audio_top_k == 7
+
+
+def test_loading_shows_progress(make_window, qtbot):
+    import threading
+
+    from model.pipeline import Pipeline
+
+    release = threading.Event()
+
+    def slow_load(config):
+        release.wait(10)
+        return Pipeline.load(config.model, "cpu", seed=0)
+
+    window = make_window(load=slow_load)
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.state == "loading", timeout=5000)
+    assert window.busy.isVisible() and window.start_button.text() == "&Stop"
+    release.set()
+    qtbot.waitUntil(lambda: window.state in ("running", "finished"), timeout=30000)
+    assert not window.busy.isVisible()

@@ -76,7 +76,8 @@ class LM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.text_linear.weight.dtype
+        """The activations' dtype (linears may hold int8 weights; embeddings never do)."""
+        return self.text_emb.weight.dtype
 
     @property
     def device(self) -> torch.device:

@@ -170,17 +170,15 @@ class Attention(StreamingModule):
         self.out_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
 
     def init_state(self, batch_size: int) -> State:
-        weight = self.in_projs[0].weight
+        proj = self.in_projs[0]
+        device = proj.weight.device
+        dtype = getattr(proj, "activation_dtype", proj.weight.dtype)  # int8: see model/quant.py
         head_dim = self.dim // self.num_heads
         if self.num_steps:
-            return FrameKVCache(
-                batch_size, self.num_heads, self.num_steps, head_dim, weight.device, weight.dtype
-            )
+            return FrameKVCache(batch_size, self.num_heads, self.num_steps, head_dim, device, dtype)
         if self.context is None:
             raise RuntimeError("a streaming attention needs a context to size its cache")
-        return RingKVCache(
-            batch_size, self.num_heads, self.context, head_dim, weight.device, weight.dtype
-        )
+        return RingKVCache(batch_size, self.num_heads, self.context, head_dim, device, dtype)
 
     def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
         B, T, _ = x.shape  # [B, T, dim]

@@ -50,8 +50,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "bfloat16", "float16", "float32"],
-        help="the LM's dtype (auto: bfloat16 on a GPU, float32 on the CPU); "
+        choices=["auto", "bfloat16", "float16", "float32", "int8"],
+        help="the LM's dtype (auto: bfloat16 on a GPU, float32 on the CPU); int8: int8 "
+        "weight-only linears, about half the memory of bfloat16, the rest at the auto dtype. "
+        "A -q8 model is int8 whatever this says (a float dtype then applies to the rest). "
         "Mimi always runs in float32",
     )
 

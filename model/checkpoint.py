@@ -7,8 +7,14 @@ Kyutai's files use two layouts for attention, and both load:
   original holds in memory, and what its int8 export writes).
 Older Mimi files name the codebook buffers `inited`, `cluster_size`, `embed_avg`/`embed_sum`.
 
+Kyutai's q8 files (split layout) hold each linear weight as int8 with float32 per-row scales under
+`<key>_scb` (see `model/quant.py`); they load into int8 linears, or dequantized into float ones.
+
 A missing key, an unexpected key or a wrong shape is a `CheckpointError` naming the key with the
-expected and found shapes. Files are safetensors only: nothing from the internet is unpickled.
+expected and found shapes, raised before any tensor is read. Then tensors are read one at a time,
+each cast and moved to its device before the next is read, so the host holds the model at its run
+dtype plus about one tensor (one tensor in all when the model goes to a GPU). Files are safetensors
+only: nothing from the internet is unpickled.
 """
 
 from __future__ import annotations
@@ -18,13 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from .config import CheckpointConfig, ConfigError, MimiConfig
 from .lm import LM
 from .mimi import Mimi
+from .quant import (
+    SCALE_SUFFIX,
+    dequantize_weight,
+    int8_linear_names,
+    quantize_linears,
+    quantize_weight,
+)
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +59,7 @@ _MAX_LISTED = 8
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, in memory at once. Loading models streams instead."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
@@ -55,54 +69,228 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path.name} is not a readable safetensors file ({e})") from e
 
 
+# --- Which on-disk tensor each of the module's tensors comes from ------------------------------
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Chunk `index` of `count` equal row blocks of the on-disk tensor `key` (the whole tensor if
+    count is 1; a fused attention key holds one block per depth step, step-major)."""
+
+    key: str
+    index: int = 0
+    count: int = 1
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.count == 1 else tensor.chunk(self.count)[self.index]
+
+
 def _split_fused(
-    key: str, tensor: torch.Tensor, expected: dict[str, torch.Size], problems: list[str]
-) -> dict[str, torch.Tensor]:
+    key: str,
+    shape: torch.Size,
+    expected: dict[str, torch.Size],
+    plan: dict[str, _Piece],
+    found: dict[str, torch.Size],
+    problems: list[str],
+) -> None:
     prefix, leaf = key.rsplit("self_attn.", 1)
     target = f"{prefix}self_attn.{_FUSED_ATTENTION[leaf]}"
     pattern = re.compile(re.escape(target) + r"\.(\d+)\.weight$")
     steps = sorted(int(m.group(1)) for k in expected if (m := pattern.match(k)))
     if not steps:
-        return {key: tensor}  # reported as unexpected
+        plan[key], found[key] = _Piece(key), shape  # reported as unexpected
+        return
     step_shape = expected[f"{target}.0.weight"]
     fused_shape = torch.Size([len(steps) * step_shape[0], *step_shape[1:]])
-    if tensor.shape != fused_shape:
-        problems.append(f"{key}: expected shape {tuple(fused_shape)}, found {tuple(tensor.shape)}")
-        return {}
-    chunks = tensor.chunk(len(steps))  # step-major: rows [i x n, (i + 1) x n) are step i's
-    return {f"{target}.{i}.weight": chunk for i, chunk in zip(steps, chunks)}
+    if shape != fused_shape:
+        problems.append(f"{key}: expected shape {tuple(fused_shape)}, found {tuple(shape)}")
+        return
+    for i, step in enumerate(steps):  # step-major: rows [i x n, (i + 1) x n) are step i's
+        name = f"{target}.{step}.weight"
+        plan[name], found[name] = _Piece(key, i, len(steps)), step_shape
 
 
-def adapt_state_dict(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename and split Kyutai's on-disk keys into `module`'s names, checking every key and shape."""
-    expected = {k: v.shape for k, v in module.state_dict().items()}
-    problems: list[str] = []
-    adapted: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        leaf = key.rsplit(".", 1)[-1]
-        if any(key.endswith("self_attn." + name) for name in _FUSED_ATTENTION):
-            adapted.update(_split_fused(key, tensor, expected, problems))
-        elif key.rsplit(".", 2)[-2:-1] == ["_codebook"] and leaf in _LEGACY_CODEBOOK:
-            adapted[key[: -len(leaf)] + _LEGACY_CODEBOOK[leaf]] = tensor
-        else:
-            adapted[key] = tensor
-
-    for key in sorted(set(expected) - set(adapted)):
-        problems.append(f"{key}: missing (expected shape {tuple(expected[key])})")
-    for key in sorted(set(adapted) - set(expected)):
-        problems.append(f"{key}: unexpected key (shape {tuple(adapted[key].shape)})")
-    for key in sorted(set(adapted) & set(expected)):
-        if adapted[key].shape != expected[key]:
-            problems.append(
-                f"{key}: expected shape {tuple(expected[key])}, found {tuple(adapted[key].shape)}"
-            )
+def _raise_problems(problems: list[str]) -> None:
     if problems:
         listed = "\n  ".join(problems[:_MAX_LISTED])
         more = (
             f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         )
         raise CheckpointError(f"{len(problems)} problem(s) with the weights:\n  {listed}{more}")
-    return adapted
+
+
+def _plan(
+    shapes: dict[str, torch.Size], expected: dict[str, torch.Size], problems: list[str]
+) -> dict[str, _Piece]:
+    """Map the module's names to on-disk keys (renaming and splitting Kyutai's), checking every
+    key and shape; what does not fit is appended to `problems`."""
+    plan: dict[str, _Piece] = {}
+    found: dict[str, torch.Size] = {}
+    for key, shape in shapes.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if any(key.endswith("self_attn." + name) for name in _FUSED_ATTENTION):
+            _split_fused(key, shape, expected, plan, found, problems)
+            continue
+        if key.rsplit(".", 2)[-2:-1] == ["_codebook"] and leaf in _LEGACY_CODEBOOK:
+            name = key[: -len(leaf)] + _LEGACY_CODEBOOK[leaf]
+        else:
+            name = key
+        plan[name], found[name] = _Piece(key), shape
+
+    for key in sorted(set(expected) - set(found)):
+        problems.append(f"{key}: missing (expected shape {tuple(expected[key])})")
+    for key in sorted(set(found) - set(expected)):
+        problems.append(f"{key}: unexpected key (shape {tuple(found[key])})")
+    for key in sorted(set(found) & set(expected)):
+        if found[key] != expected[key]:
+            problems.append(
+                f"{key}: expected shape {tuple(expected[key])}, found {tuple(found[key])}"
+            )
+    return plan
+
+
+def adapt_state_dict(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename and split Kyutai's on-disk keys into `module`'s names, checking every key and shape."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    problems: list[str] = []
+    plan = _plan({k: v.shape for k, v in state.items()}, expected, problems)
+    _raise_problems(problems)
+    return {name: piece.of(state[piece.key]) for name, piece in plan.items()}
+
+
+# --- Loading, one tensor at a time ------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+
+
+class _WeightsFile:
+    """A safetensors file read one tensor at a time.
+
+    The file is opened (memory-mapped) afresh for each read: a tensor read stays backed by the
+    file's mapped pages until it is dropped, so the pages read count in the process's memory only
+    while their tensor lives, not until the whole file is done.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            raise CheckpointError(f"weights file not found: {path}")
+        self.header: dict[str, tuple[torch.Size, torch.dtype]] = {}
+        with self._open() as f:
+            for key in f.keys():
+                info = f.get_slice(key)
+                dtype = _SAFETENSORS_DTYPES.get(info.get_dtype(), torch.uint8)
+                self.header[key] = (torch.Size(info.get_shape()), dtype)
+
+    def _open(self):
+        try:
+            return safe_open(str(self.path), framework="pt", device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{self.path.name} is not a readable safetensors file ({e})"
+            ) from e
+
+    def read(self, *keys: str) -> list[torch.Tensor]:
+        try:
+            with self._open() as f:
+                return [f.get_tensor(key) for key in keys]
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{self.path.name} is not a readable safetensors file ({e})"
+            ) from e
+
+
+class _StateDict:
+    """A state dict in memory, read like a file."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.state = state
+        self.header = {k: (v.shape, v.dtype) for k, v in state.items()}
+
+    def read(self, *keys: str) -> list[torch.Tensor]:
+        return [self.state[key] for key in keys]
+
+
+def _load_plan(
+    module: nn.Module, header: dict[str, tuple[torch.Size, torch.dtype]]
+) -> tuple[dict[str, _Piece], set[str]]:
+    """The plan for loading `header`'s tensors into `module`, and the names of its int8 weights.
+
+    int8 weights come with float32 per-row scales under `<key>_scb` (Kyutai's q8 files), in
+    either attention layout. They may load into an `Int8Linear` or, dequantized, into a float
+    weight; a float weight may load into an `Int8Linear`, quantized.
+    """
+    int8 = {f"{name}.weight" for name in int8_linear_names(module)}
+    expected = {
+        k: v.shape
+        for k, v in module.state_dict().items()
+        if not (k.endswith(SCALE_SUFFIX) and k.removesuffix(SCALE_SUFFIX) in int8)
+    }
+    scales = {
+        k for k in header if k.endswith(SCALE_SUFFIX) and k.removesuffix(SCALE_SUFFIX) in header
+    }
+    problems: list[str] = []
+    for key, (shape, dtype) in header.items():
+        scale = header.get(key + SCALE_SUFFIX)
+        if dtype == torch.int8 and scale is None:
+            problems.append(f"{key}{SCALE_SUFFIX}: missing (int8 weights need their scales)")
+        elif key + SCALE_SUFFIX in scales:
+            if dtype != torch.int8:
+                problems.append(f"{key}: has scales but is {str(dtype).removeprefix('torch.')}")
+            if tuple(scale[0]) != tuple(shape[:1]):
+                problems.append(
+                    f"{key}{SCALE_SUFFIX}: expected shape {tuple(shape[:1])}, "
+                    f"found {tuple(scale[0])}"
+                )
+    shapes = {k: shape for k, (shape, _) in header.items() if k not in scales}
+    plan = _plan(shapes, expected, problems)
+    _raise_problems(problems)
+    return plan, int8
+
+
+def _place(
+    tensor: torch.Tensor, device: torch.device | None, dtype: torch.dtype | None, copy: bool
+) -> torch.Tensor:
+    """`tensor` on `device` in `dtype`, as a copy of its own if `copy`. A cast for another device
+    happens there, after the transfer, so the host never holds more than the tensor as read."""
+    if dtype is None or device is None or device.type == "cpu":
+        return tensor.to(device=device, dtype=dtype, copy=copy)
+    return tensor.to(device).to(dtype)
+
+
+def _convert(
+    name: str,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    *,
+    int8: bool,
+    dtype: torch.dtype | None,
+    device: torch.device | None,
+    copy: bool,
+) -> dict[str, torch.Tensor]:
+    """One of the module's tensors (two for an Int8Linear's weight), from what the file holds."""
+    if int8:
+        if scale is None:  # a float weight, quantized here (on the target device: fast on a GPU)
+            q, scb = quantize_weight(weight.to(device))
+        else:
+            q, scb = _place(weight, device, None, copy), _place(scale, device, torch.float32, copy)
+        return {name: q, name + SCALE_SUFFIX: scb}
+    if scale is not None:
+        return {
+            name: dequantize_weight(weight.to(device), scale.to(device), dtype or torch.float32)
+        }
+    return {name: _place(weight, device, dtype if weight.is_floating_point() else None, copy)}
 
 
 def load_weights(
@@ -110,36 +298,70 @@ def load_weights(
     source: str | Path | dict[str, torch.Tensor],
     *,
     dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     assign: bool = False,
 ) -> None:
-    """Load a safetensors file (or a state dict) into `module`, strictly.
+    """Load a safetensors file (or a state dict) into `module`, strictly, one tensor at a time.
 
-    `dtype` casts floating tensors (the LM runs in bf16/fp16/fp32; Mimi stays fp32). With
-    `assign`, the tensors become the parameters, so a model built on the meta device is
-    materialised without a second copy in memory.
+    Every name and shape is checked against the file's header before any data is read. Then each
+    tensor is read, moved to `device` and cast to `dtype` (floating tensors only: the LM runs in
+    bf16/fp16/fp32; Mimi stays fp32), and the file closed again, so the host holds about one
+    tensor beyond the module's own. With `assign`, those tensors become the parameters, so a model
+    built on the meta device is materialised with its weights held once.
+
+    int8 weights with their `_scb` scales (Kyutai's q8 files) load into `Int8Linear`s as they
+    are, or dequantized into float weights; float weights load into `Int8Linear`s quantized.
     """
-    name = Path(source).name if isinstance(source, (str, Path)) else "the state dict"
-    state = read_safetensors(source) if isinstance(source, (str, Path)) else dict(source)
+    device = torch.device(device) if device is not None else None
+    if isinstance(source, (str, Path)):
+        reader: _WeightsFile | _StateDict = _WeightsFile(Path(source))
+        name = Path(source).name
+    else:
+        reader, name = _StateDict(dict(source)), "the state dict"
     try:
-        adapted = adapt_state_dict(state, module)
+        plan, int8 = _load_plan(module, reader.header)
     except CheckpointError as e:
         raise CheckpointError(f"{name} does not fit the model: {e}") from None
-    if dtype is not None:
-        adapted = {k: v.to(dtype) if v.is_floating_point() else v for k, v in adapted.items()}
-    module.load_state_dict(adapted, strict=True, assign=assign)
+
+    by_key: dict[str, list[tuple[str, _Piece]]] = {}
+    for target, piece in plan.items():
+        by_key.setdefault(piece.key, []).append((target, piece))
+    copy = isinstance(reader, _WeightsFile)  # never keep the file's mapped pages as parameters
+    tensors: dict[str, torch.Tensor] = {}
+    for key, targets in by_key.items():
+        scale_key = key + SCALE_SUFFIX
+        keys = (key, scale_key) if scale_key in reader.header else (key,)
+        weight, *scale = reader.read(*keys)
+        for target, piece in targets:
+            tensors.update(
+                _convert(
+                    target,
+                    piece.of(weight),
+                    piece.of(scale[0]) if scale else None,
+                    int8=target in int8,
+                    dtype=dtype,
+                    device=device,
+                    copy=copy,
+                )
+            )
+        del weight, scale  # the file's pages for this tensor are released here
+    module.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our split attention keys -> the fused, step-major layout of Kyutai's released files."""
+    """Our split attention keys -> the fused, step-major layout of Kyutai's released files
+    (int8 scales `..._scb` fuse alongside their weights, as the original's loader reads them)."""
     fused: dict[str, torch.Tensor] = {}
     groups: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for key, tensor in state.items():
-        m = re.match(r"(.*self_attn\.)(in_projs|out_projs)\.(\d+)\.weight$", key)
+        m = re.match(r"(.*self_attn\.)(in_projs|out_projs)\.(\d+)\.weight(_scb)?$", key)
         if m is None:
             fused[key] = tensor
         else:
             leaf = "in_proj_weight" if m.group(2) == "in_projs" else "out_proj.weight"
-            groups.setdefault(m.group(1) + leaf, []).append((int(m.group(3)), tensor))
+            groups.setdefault(m.group(1) + leaf + (m.group(4) or ""), []).append(
+                (int(m.group(3)), tensor)
+            )
     for key, steps in groups.items():
         fused[key] = torch.cat([t for _, t in sorted(steps, key=lambda s: s[0])])
     return fused
@@ -223,12 +445,25 @@ def load_mimi(files: ModelFiles, device: str | torch.device = "cpu") -> Mimi:
 
 
 def load_lm(
-    files: ModelFiles, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16
+    files: ModelFiles,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    quantize: bool | None = None,
 ) -> LM:
-    """The LM in `dtype` on `device`, built on the meta device so weights are held only once."""
+    """The LM on `device`, built on the meta device and filled tensor by tensor, so its weights
+    are held once: peak host memory is about the model at `dtype` when loading to the CPU, and
+    about one tensor when loading to a GPU.
+
+    `dtype` is the run dtype of the floats (embeddings, norms, activations; float linears too).
+    `quantize`: True gives int8 weight-only linears (`Int8Linear`), quantizing a float checkpoint
+    while loading; False gives float linears, dequantizing a q8 checkpoint; None (the default)
+    follows the checkpoint: int8 for a q8 one (config.json `"quantize": true`).
+    """
+    if quantize is None:
+        quantize = files.config.quantize
     with torch.device("meta"):
         lm = LM(files.config.lm)
-    state = read_safetensors(files.lm_weights)
-    state = {k: v.to(device) for k, v in state.items()}
-    load_weights(lm, state, dtype=dtype, assign=True)
+    if quantize:
+        quantize_linears(lm, activation_dtype=dtype)
+    load_weights(lm, files.lm_weights, dtype=dtype, device=device, assign=True)
     return lm.eval()

@@ -246,7 +246,6 @@ _LM_FIXED = {
     "fuser": None,
     "cross_attention": False,
     "lora": False,
-    "quantize": False,
 }
 # Keys that do not change the architecture at inference.
 _LM_IGNORED = {
@@ -270,6 +269,7 @@ class CheckpointConfig:
     mimi_config_name: str | None = None
     model_type: str = "moshi"
     lm_gen_config: dict[str, Any] = field(default_factory=dict)
+    quantize: bool = False  # a q8 checkpoint: int8 linear weights with float32 scales
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CheckpointConfig:
@@ -286,6 +286,11 @@ class CheckpointConfig:
                 f"models ({', '.join(SUPPORTED_MODEL_TYPES)}), such as kyutai/moshiko-pytorch-bf16"
             )
         lm_gen_config = raw.pop("lm_gen_config", {}) or {}
+        quantize = raw.pop("quantize", None) or False
+        if not isinstance(quantize, bool):
+            raise ConfigError(
+                f"config.json: quantize = {quantize!r} is not supported (true or false)"
+            )
         for key in ("lora_name", "model_id", "tts_config", "stt_config"):
             if raw.pop(key, None):
                 raise ConfigError(f"config.json key {key!r} is not supported by this app")
@@ -298,7 +303,13 @@ class CheckpointConfig:
         for key in _LM_IGNORED:
             raw.pop(key, None)
         lm = _build(LMConfig, "config.json", raw)
-        return cls(lm=lm, model_type=model_type, lm_gen_config=dict(lm_gen_config), **files)
+        return cls(
+            lm=lm,
+            model_type=model_type,
+            lm_gen_config=dict(lm_gen_config),
+            quantize=quantize,
+            **files,
+        )
 
     @classmethod
     def from_json(cls, path: str | Path) -> CheckpointConfig:

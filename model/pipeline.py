@@ -25,6 +25,7 @@ from .streaming import reset_streaming, start_streaming, stop_streaming
 from .text import IncrementalDetokenizer, TextTokenizer
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+INT8 = "int8"  # int8 weight-only linears (model/quant.py), floats at the default run dtype
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,12 +45,20 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """The LM's run dtype: bf16 on a GPU, fp32 on the CPU unless asked otherwise."""
-    if name is None or name == "auto":
+    """The LM's run dtype (its activations, embeddings and norms): bf16 on a GPU, fp32 on the CPU
+    unless asked otherwise. "int8" (int8 weight-only linears, see `wants_int8`) runs at that same
+    default: bf16 on a GPU, fp32 on the CPU."""
+    if name is None or name in ("auto", INT8):
         return torch.float32 if device.type == "cpu" else torch.bfloat16
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join(DTYPES)})")
+        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join([*DTYPES, INT8])})")
     return DTYPES[name]
+
+
+def wants_int8(name: str | None) -> bool | None:
+    """Whether the dtype name asks for int8 linears: True for "int8", else None (the checkpoint
+    decides: a q8 checkpoint's linears stay int8, a float checkpoint's stay float)."""
+    return True if name == INT8 else None
 
 
 @dataclass
@@ -98,11 +107,18 @@ class Pipeline:
         sampling: SamplingSettings | None = None,
         seed: int | None = None,
     ) -> Pipeline:
-        """Load from a folder in Kyutai's layout, or files located by `model.hub.locate_model`."""
+        """Load from a folder in Kyutai's layout, or files located by `model.hub.locate_model`.
+
+        `dtype`: "auto" (or None), "bfloat16", "float16", "float32" or "int8" (see
+        `resolve_dtype`). "int8" quantizes a float checkpoint's linears while loading. A q8
+        checkpoint loads with int8 linears whatever `dtype` says: a float dtype then sets the
+        dtype of everything else (activations, embeddings, norms), e.g. float16 for GPUs without
+        bfloat16. Mimi always runs in float32.
+        """
         files = source if isinstance(source, ModelFiles) else resolve_folder(source)
         dev = resolve_device(device)
         mimi = load_mimi(files, dev)
-        lm = load_lm(files, dev, resolve_dtype(dtype, dev))
+        lm = load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype))
         return cls(
             mimi, lm, TextTokenizer(files.tokenizer), sampling=sampling, seed=seed, files=files
         )

@@ -13,13 +13,16 @@ from pathlib import Path
 import sentencepiece
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from .checkpoint import fuse_attention
 from .config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME, CheckpointConfig, MimiConfig
 from .lm import LM
 from .mimi import Mimi
+from .quant import quantize_linears
 
 MIMI_CONFIG_NAME = "mimi_config.json"
+Q8_NAME = "model.q8.safetensors"  # Kyutai's q8 repos: the bf16 file's name with .q8 inserted
 
 # A Mimi with Kyutai's frame (1920 samples, ratios 8 6 5 4) but narrow layers.
 TINY_MIMI = {
@@ -125,9 +128,24 @@ def train_tokenizer(path: Path, vocab_size: int = 200) -> None:
 
 
 def write_tiny_checkpoint(
-    folder: str | Path, *, layout: str = "fused", seed: int = 0, vocab_size: int = 200
+    folder: str | Path,
+    *,
+    layout: str | None = None,
+    seed: int = 0,
+    vocab_size: int = 200,
+    quantized: bool = False,
 ) -> Path:
-    """Write config.json, LM and Mimi weights, Mimi's config and a tokenizer into `folder`."""
+    """Write config.json, LM and Mimi weights, Mimi's config and a tokenizer into `folder`.
+
+    `layout`: "fused" (the default for float weights, as Kyutai's bf16 repos) or "split" (the
+    default with `quantized`, as Kyutai's q8 repos). `quantized` writes what Kyutai's
+    `scripts/export_quantized.py` writes: the model in bf16, every linear quantized by
+    bitsandbytes' rule from its float16 copy into an int8 `weight` and a float32 `weight_scb`,
+    saved as `model.q8.safetensors`, and config.json with `"quantize": true` and `moshi_name`
+    naming that file. (The script also points `mimi_name` and `tokenizer_name` at the bf16 repo
+    with hf:// names; here those files sit in the folder.)
+    """
+    layout = layout or ("split" if quantized else "fused")
     assert layout in ("fused", "split"), layout
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,16 +155,26 @@ def write_tiny_checkpoint(
     config = dict(
         TINY_LM, text_card=vocab_size, mimi_config_name=MIMI_CONFIG_NAME, model_type="moshi"
     )
+    if quantized:
+        config.update(quantize=True, moshi_name=Q8_NAME)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / MIMI_CONFIG_NAME).write_text(json.dumps(TINY_MIMI, indent=2))
 
-    lm_state = LM(CheckpointConfig.from_dict(config).lm).state_dict()
+    lm = LM(CheckpointConfig.from_dict(config).lm)
+    if quantized:
+        lm = lm.to(torch.bfloat16)
+        for module in lm.modules():  # the original's QLinear quantizes a float16 copy
+            if isinstance(module, nn.Linear):
+                module.weight.data = module.weight.data.half()
+        quantize_linears(lm, torch.bfloat16)
+    lm_state = lm.state_dict()
     mimi_state = Mimi(MimiConfig.from_dict(TINY_MIMI)).state_dict()
     for key, value in mimi_state.items():  # a fresh codebook is all zeros: make it distinct
         if key.endswith("embedding_sum"):
             value.normal_()
     if layout == "fused":
         lm_state, mimi_state = fuse_attention(lm_state), fuse_attention(mimi_state)
-    save_file({k: v.contiguous() for k, v in lm_state.items()}, str(folder / MOSHI_NAME))
+    lm_name = Q8_NAME if quantized else MOSHI_NAME
+    save_file({k: v.contiguous() for k, v in lm_state.items()}, str(folder / lm_name))
     save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
     return folder

@@ -87,7 +87,7 @@ def check_model(args: argparse.Namespace) -> Section:
     from model.checkpoint import CheckpointError
     from model.config import ConfigError
     from model.inspect import inspect_model
-    from model.pipeline import resolve_device, resolve_dtype
+    from model.pipeline import resolve_device, resolve_dtype, wants_int8
 
     section = Section(f"Model  {args.model}")
     try:
@@ -107,7 +107,8 @@ def check_model(args: argparse.Namespace) -> Section:
         section.add(FAIL, f"--device {args.device}: {e}")
         return section
     dtype = resolve_dtype(args.dtype, device)
-    dtype_name = "int8 (q8)" if files and report.quantized else str(dtype).removeprefix("torch.")
+    int8 = bool(wants_int8(args.dtype)) or bool(files and report.quantized)
+    dtype_name = "int8 linears" if int8 else str(dtype).removeprefix("torch.")
     section.add(OK, f"runs on {device.type} with the LM in {dtype_name}, Mimi in float32")
     if files is None:
         return section
@@ -122,7 +123,7 @@ def check_model(args: argparse.Namespace) -> Section:
         section.add(
             WARN, "this GPU has no native bfloat16: --dtype float16 is faster on older GPUs"
         )
-    need = report.memory_needed(dtype)
+    need = report.memory_needed(dtype, int8=int8)
     available, where = available_memory(device)
     if available is None:
         section.add(WARN, f"memory: needs about {need.describe()}; {where}")
@@ -130,7 +131,7 @@ def check_model(args: argparse.Namespace) -> Section:
         section.add(
             FAIL,
             f"memory: needs about {need.describe()}, but {where} has only {_gb(available)}"
-            + _memory_hint(report, dtype, device),
+            + _memory_hint(report, dtype, int8),
         )
     elif need.total > _TIGHT * available:
         section.add(
@@ -141,13 +142,13 @@ def check_model(args: argparse.Namespace) -> Section:
     return section
 
 
-def _memory_hint(report, dtype, device) -> str:
+def _memory_hint(report, dtype, int8: bool) -> str:
     import torch
 
-    if not report.quantized and dtype == torch.float32:
+    if not int8 and dtype == torch.float32:
         return "; --dtype bfloat16 halves the LM's share"
-    if not report.quantized and report.lm_parameters > _BIG_LM:
-        return "; an int8 (q8) model needs about half as much"
+    if not int8 and report.lm_parameters > _BIG_LM:
+        return "; --dtype int8 (or a q8 model) needs about half as much"
     return ""
 
 

@@ -197,10 +197,11 @@ class ModelReport:
     def add(self, level: str, message: str) -> None:
         self.checks.append(Check(level, message))
 
-    def memory_needed(self, dtype: torch.dtype) -> MemoryEstimate:
-        """Running at `dtype` (the LM's; Mimi stays float32): weights, caches and a margin."""
+    def memory_needed(self, dtype: torch.dtype, int8: bool = False) -> MemoryEstimate:
+        """Running at `dtype` (the LM's; Mimi stays float32), with int8 linears if the checkpoint
+        is q8 or `int8` asks for them: weights, caches and a margin."""
         size = torch.empty((), dtype=dtype).element_size()
-        if self.quantized:
+        if self.quantized or int8:
             others = self.lm_parameters - self.lm_linear_values
             weights = self.lm_linear_values + 4 * self.lm_linear_rows + others * size
         else:

@@ -111,6 +111,8 @@ def test_full_size_7b_from_headers_in_seconds(
         raise AssertionError("tensor data was loaded")
 
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    monkeypatch.setattr(model.checkpoint, "safe_open", refuse, raising=False)
     monkeypatch.setattr(model.checkpoint, "read_safetensors", refuse)
     start = time.perf_counter()
     status, out = run_doctor(capsys, "--model", str(folder), "--device", "cpu")
@@ -122,6 +124,15 @@ def test_full_size_7b_from_headers_in_seconds(
     assert "memory: needs about" in out
     assert elapsed < 10, f"{elapsed:.1f} s"
     print(out, file=sys.stderr)  # the sample output, for `pytest -s`
+
+    # on the CPU, int8 linears (other weights and caches in float32) need far less than float32
+    def needs_gb(text: str) -> float:
+        return float(text.split("memory: needs about ")[1].split(" GB")[0])
+
+    _, fp32 = run_doctor(capsys, "--model", str(folder), "--device", "cpu", "--dtype", "float32")
+    _, int8 = run_doctor(capsys, "--model", str(folder), "--device", "cpu", "--dtype", "int8")
+    assert "with the LM in int8 linears" in int8
+    assert needs_gb(int8) < 0.4 * needs_gb(fp32)
 
 
 def test_not_enough_memory_fails(capsys, memory, tiny_checkpoint: Path) -> None:

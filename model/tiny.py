@@ -3,6 +3,7 @@
 Tests, benchmarks and self-checks load it through exactly the code that loads a released model:
 config.json, the LM weights (fused attention keys, as Kyutai publishes them, or split ones), Mimi's
 weights with its own config, and a SentencePiece tokenizer trained on the spot.
+`write_random_checkpoint` writes a Moshi of any shape the same way (the benchmark's models).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .checkpoint import fuse_attention
-from .config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME, CheckpointConfig, MimiConfig
+from .config import (
+    MIMI_NAME,
+    MOSHI_NAME,
+    TOKENIZER_NAME,
+    CheckpointConfig,
+    LMConfig,
+    MimiConfig,
+)
 from .lm import LM
 from .mimi import Mimi
 from .quant import quantize_linears
@@ -176,5 +184,65 @@ def write_tiny_checkpoint(
         lm_state, mimi_state = fuse_attention(lm_state), fuse_attention(mimi_state)
     lm_name = Q8_NAME if quantized else MOSHI_NAME
     save_file({k: v.contiguous() for k, v in lm_state.items()}, str(folder / lm_name))
+    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
+    return folder
+
+
+def random_lm_state(lm_config: LMConfig, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A random state dict for an LM of `lm_config`, in our (split) names, drawn tensor by tensor
+    without building the model: embeddings N(0, 1), linear weights N(0, 1 / fan_in), norm gains 1.
+    Only each tensor at `dtype` is held (Moshi 7B: 15.4 GB in bfloat16), plus one float32 draw."""
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LM(lm_config).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.split(".")[0] in ("emb", "text_emb", "depformer_emb", "depformer_text_emb"):
+            value = torch.randn(shape, generator=g)
+        elif len(shape) >= 2:
+            value = torch.randn(shape, generator=g).div_(shape[-1] ** 0.5)
+        else:
+            value = torch.ones(shape)
+        state[key] = value.to(dtype)
+    return state
+
+
+def write_random_checkpoint(
+    folder: str | Path,
+    lm_config: dict,
+    mimi_config: dict | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.bfloat16,
+    vocab_size: int = 200,
+) -> Path:
+    """Write a Moshi of any shape with random weights into `folder`, in Kyutai's layout (fused
+    attention keys, the LM in `dtype`, bfloat16 as released): config.json holding `lm_config`
+    (Kyutai's config.json keys), the LM and Mimi weights, and a small tokenizer (`vocab_size`
+    pieces; text ids past it decode to nothing). `mimi_config` (Kyutai's Mimi config format) is
+    written beside it when given; None is the full-size Mimi of the released models, with no
+    Mimi config file, as in Kyutai's repositories. Mimi's weights are its random init with
+    random codebooks, in float32.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(folder / TOKENIZER_NAME, vocab_size)
+    config = dict(lm_config, model_type="moshi")
+    if mimi_config is not None:
+        config["mimi_config_name"] = MIMI_CONFIG_NAME
+        (folder / MIMI_CONFIG_NAME).write_text(json.dumps(mimi_config, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    lm_state = fuse_attention(random_lm_state(CheckpointConfig.from_dict(config).lm, seed, dtype))
+    save_file({k: v.contiguous() for k, v in lm_state.items()}, str(folder / MOSHI_NAME))
+    del lm_state
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mimi = Mimi(MimiConfig.from_dict(mimi_config) if mimi_config else MimiConfig())
+        mimi_state = mimi.state_dict()
+        for key, value in mimi_state.items():  # a fresh codebook is all zeros: make it distinct
+            if key.endswith("embedding_sum"):
+                value.normal_()
+    mimi_state = fuse_attention(mimi_state)
     save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
     return folder

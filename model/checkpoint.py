@@ -38,6 +38,7 @@ from .quant import (
     quantize_linears,
     quantize_weight,
 )
+from .transformer import column_major_cpu_linears
 
 
 class CheckpointError(RuntimeError):
@@ -346,6 +347,7 @@ def load_weights(
             )
         del weight, scale  # the file's pages for this tensor are released here
     module.load_state_dict(tensors, strict=True, assign=assign)
+    column_major_cpu_linears(module)
 
 
 def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -35,6 +35,23 @@ class RMSNorm(nn.Module):
         return (x32 * (self.alpha.float() * torch.rsqrt(var))).to(x.dtype)
 
 
+def column_major_cpu_linears(module: nn.Module) -> None:
+    """Store each float32 nn.Linear weight on the CPU column-major ([in, out] in memory).
+
+    A streaming step multiplies one or two rows by each weight; for that, the CPU's fp32 matrix
+    product runs about 2.5x faster with the weight laid out [in, out] (measured on this
+    project's machines). The parameter keeps its name and its [out, in] shape (it is a transposed
+    view), so state dicts are unchanged. bf16 weights are faster as they are: left alone.
+    """
+    for linear in module.modules():
+        if isinstance(linear, nn.Linear):
+            w = linear.weight
+            if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
+                linear.weight = nn.Parameter(
+                    w.detach().t().contiguous().t(), requires_grad=w.requires_grad
+                )
+
+
 class LayerScale(nn.Module):
     """A learnt per-channel scale on a residual branch."""
 

@@ -1,0 +1,28 @@
+"""The launcher behind `moshi-desktop` with no command: the real window, engine and backend."""
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+import app.gui
+
+
+def test_the_launcher_opens_the_window(qapp, monkeypatch):
+    shown = []
+
+    def check_and_quit():
+        windows = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
+        shown.extend(w.windowTitle() for w in windows)
+        for window in windows:
+            window.close()  # saves geometry, stops the engine thread
+        qapp.quit()
+
+    QTimer.singleShot(200, check_and_quit)
+    assert app.gui.main([]) == 0
+    assert "Moshi" in shown
+    assert app.gui.LocalBackend.is_cached(_config("/no/such/folder")) is False
+
+
+def _config(model):
+    from app.local import RunConfig
+
+    return RunConfig(model=model)

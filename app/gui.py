@@ -6,9 +6,11 @@ local backend (app.local), and the main window.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import local
+from .errors import UserError
 
 
 class LocalBackend:
@@ -35,8 +37,24 @@ def build_engine():
     )
 
 
+def _check_display() -> None:
+    """Qt aborts the process when it finds no display: say so in a sentence instead."""
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("QT_QPA_PLATFORM")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise UserError(
+            "no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+            "start it from a desktop session, or talk in the terminal with `moshi-desktop chat`"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
+
+    _check_display()
 
     from . import __version__
     from .ui.main_window import MainWindow

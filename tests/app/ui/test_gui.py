@@ -26,3 +26,14 @@ def _config(model):
     from app.local import RunConfig
 
     return RunConfig(model=model)
+
+
+def test_no_display_is_one_clear_line(monkeypatch, capsys):
+    from app.cli import main
+
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(app.gui.sys, "platform", "linux")
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert "no display" in err and "moshi-desktop chat" in err and err.count("\n") == 1

@@ -51,15 +51,15 @@ def _check_display() -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_window(argv: list[str] | None = None):
+    """The QApplication (made if there is none) and the main window, shown."""
     from PySide6.QtWidgets import QApplication
-
-    _check_display()
 
     from . import __version__
     from .ui.main_window import MainWindow
     from .ui.settings import Settings
 
+    _check_display()
     app = QApplication.instance() or QApplication(sys.argv[:1] + (argv or []))
     app.setApplicationName("moshi-desktop")
     app.setApplicationDisplayName("Moshi")
@@ -68,4 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     app.setDesktopFileName("moshi-desktop")  # the .desktop file, for the icon under Wayland
     window = MainWindow(build_engine(), Settings(), LocalBackend())
     window.show()
+    return app, window
+
+
+def main(argv: list[str] | None = None) -> int:
+    app, _window = build_window(argv)
     return app.exec()

@@ -1,31 +1,21 @@
 """The launcher behind `moshi-desktop` with no command: the real window, engine and backend."""
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
-
 import app.gui
 
 
-def test_the_launcher_opens_the_window(qapp, monkeypatch):
-    shown = []
-
-    def check_and_quit():
-        windows = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
-        shown.extend(w.windowTitle() for w in windows)
-        for window in windows:
-            window.close()  # saves geometry, stops the engine thread
-        qapp.quit()
-
-    QTimer.singleShot(200, check_and_quit)
-    assert app.gui.main([]) == 0
-    assert "Moshi" in shown
-    assert app.gui.LocalBackend.is_cached(_config("/no/such/folder")) is False
+def test_the_launcher_builds_the_window(qtbot):
+    qapp, window = app.gui.build_window([])
+    qtbot.addWidget(window)
+    assert window.isVisible() and window.windowTitle() == "Moshi"
+    assert qapp.applicationName() == "moshi-desktop"
+    window.close()  # saves geometry and stops the engine thread
+    assert not window.engine._thread.is_alive()
 
 
-def _config(model):
+def test_a_folder_that_does_not_exist_is_not_cached():
     from app.local import RunConfig
 
-    return RunConfig(model=model)
+    assert app.gui.LocalBackend.is_cached(RunConfig(model="/no/such/folder")) is False
 
 
 def test_no_display_is_one_clear_line(monkeypatch, capsys):

@@ -395,6 +395,26 @@ def _local_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
+def read_config(path: Path | None, name: str) -> CheckpointConfig:
+    """A checkpoint's config.json, or Moshi 7B's configuration where there is none."""
+    try:
+        return CheckpointConfig.from_json(path) if path is not None else CheckpointConfig()
+    except (ConfigError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
+        raise CheckpointError(f"{name} cannot be used: {e}") from e
+
+
+def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> MimiConfig:
+    """Mimi's config (its own file, or Kyutai's Mimi), using as many codebooks as the LM reads."""
+    lm = config.lm
+    num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
+    try:
+        if path is None:
+            return MimiConfig(num_codebooks=num_codebooks)
+        return MimiConfig.from_json(path, num_codebooks)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{name} cannot be used: {e}") from e
+
+
 def resolve_folder(folder: str | Path) -> ModelFiles:
     """Find a model's files in `folder`. config.json is optional: without it, Moshi 7B's
     configuration and Kyutai's default file names are assumed."""
@@ -402,12 +422,7 @@ def resolve_folder(folder: str | Path) -> ModelFiles:
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder}")
     config_path = folder / "config.json"
-    try:
-        config = (
-            CheckpointConfig.from_json(config_path) if config_path.is_file() else CheckpointConfig()
-        )
-    except (ConfigError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
-        raise CheckpointError(f"{config_path} cannot be used: {e}") from e
+    config = read_config(config_path if config_path.is_file() else None, str(config_path))
     files = {
         "LM weights": _local_file(folder, config.moshi_name),
         "Mimi weights": _local_file(folder, config.mimi_name),
@@ -419,16 +434,7 @@ def resolve_folder(folder: str | Path) -> ModelFiles:
     missing = [f"{what} ({path.name})" for what, path in files.items() if not path.is_file()]
     if missing:
         raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
-    lm = config.lm
-    num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
-    try:
-        mimi_config = (
-            MimiConfig.from_json(mimi_config_path, num_codebooks)
-            if mimi_config_path
-            else MimiConfig(num_codebooks=num_codebooks)
-        )
-    except (ConfigError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{mimi_config_path} cannot be used: {e}") from e
+    mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path))
     return ModelFiles(
         folder,
         config,

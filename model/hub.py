@@ -23,8 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .checkpoint import CheckpointError, ModelFiles, resolve_folder
-from .config import CheckpointConfig, ConfigError, MimiConfig
+from .checkpoint import (
+    CheckpointError,
+    ModelFiles,
+    read_config,
+    read_mimi_config,
+    resolve_folder,
+)
 
 DEFAULT_REPO = "kyutai/moshiko-pytorch-bf16"
 KNOWN_REPOS = {
@@ -106,10 +111,7 @@ class _Fetcher:
 
     def model_files(self) -> ModelFiles:
         config_path = self.fetch(self.repo, "config.json", optional=True)
-        try:
-            config = CheckpointConfig.from_json(config_path) if config_path else CheckpointConfig()
-        except (ConfigError, ValueError, TypeError) as e:
-            raise CheckpointError(f"config.json of {self.repo} cannot be used: {e}") from e
+        config = read_config(config_path, f"config.json of {self.repo}")
         names = [config.moshi_name, config.mimi_name, config.tokenizer_name]
         if config.mimi_config_name:
             names.append(config.mimi_config_name)
@@ -117,14 +119,9 @@ class _Fetcher:
         paths = [self.fetch_reference(name, index) for index, name in enumerate(names, 1)]
         if self.missing:
             self.raise_missing()
-        lm = config.lm
-        num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
-        mimi_config = MimiConfig(num_codebooks=num_codebooks)
-        if config.mimi_config_name:
-            try:
-                mimi_config = MimiConfig.from_json(paths[3], num_codebooks)
-            except (ConfigError, ValueError, TypeError) as e:
-                raise CheckpointError(f"{config.mimi_config_name} cannot be used: {e}") from e
+        mimi_config = read_mimi_config(
+            config, paths[3] if config.mimi_config_name else None, str(config.mimi_config_name)
+        )
         return ModelFiles(paths[0].parent, config, mimi_config, *paths[:3])
 
     def fetch_reference(self, name: str, index: int) -> Path | None:

@@ -166,8 +166,8 @@ class Engine:
 
     def __init__(
         self,
-        load_pipeline: Callable[[], object],
-        open_audio: Callable[[], object],
+        load_pipeline: Callable[[object], object],
+        open_audio: Callable[[object], object],
         *,
         new_record: Callable[[], object] | None = None,
         max_events: int = 500,

@@ -55,19 +55,23 @@ def is_cached(config: RunConfig) -> bool:
         return False
 
 
-def load_pipeline(config: RunConfig):
+def load_files(files, device: str, dtype: str, *, sampling=None, seed: int | None = None):
+    """A pipeline from located model files; every failure to load is a UserError."""
     from model.checkpoint import CheckpointError
     from model.config import ConfigError
     from model.pipeline import Pipeline
     from model.text import TokenizerError
 
-    files = locate(config)
     try:
-        return Pipeline.load(files, config.device, config.dtype, seed=config.seed)
+        return Pipeline.load(files, device, dtype, sampling=sampling, seed=seed)
     except (CheckpointError, ConfigError, TokenizerError) as e:
         raise UserError(f"cannot load the model: {e}") from e
     except RuntimeError as e:  # no such device, out of memory while loading
-        raise UserError(f"cannot load the model on {config.device}: {e}") from e
+        raise UserError(f"cannot load the model on {device}: {e}") from e
+
+
+def load_pipeline(config: RunConfig):
+    return load_files(locate(config), config.device, config.dtype, seed=config.seed)
 
 
 def open_audio(config: RunConfig):

@@ -120,23 +120,14 @@ def _sampling(args: argparse.Namespace):
 
 
 def load_pipeline(args: argparse.Namespace, sampling=None):
-    """Load the model named by --model/--device/--dtype, turning every failure into a UserError."""
-    from model.checkpoint import CheckpointError
-    from model.config import ConfigError
-    from model.pipeline import Pipeline
-    from model.text import TokenizerError
-
+    """Load the model named by --model/--device/--dtype (downloading what is missing, with a
+    progress bar), turning every failure into a UserError."""
     from .download import locate
+    from .local import load_files
 
-    files = locate(args)
-    try:
-        return Pipeline.load(
-            files, args.device, args.dtype, sampling=sampling, seed=getattr(args, "seed", None)
-        )
-    except (CheckpointError, ConfigError, TokenizerError) as e:
-        raise UserError(f"cannot load the model: {e}") from e
-    except RuntimeError as e:  # device not available, out of memory while loading
-        raise UserError(f"cannot load the model on {args.device}: {e}") from e
+    return load_files(
+        locate(args), args.device, args.dtype, sampling=sampling, seed=getattr(args, "seed", None)
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -87,20 +87,26 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     """A Hugging Face hub on 127.0.0.1 serving `hub.repos` ({repo id: folder}), online mode on,
-    and an empty cache of its own. `hub.requests` records (method, file, first byte)."""
+    and an empty cache of its own. `hub.requests` records (method, file, first byte);
+    `hub.use_endpoint(url)` points huggingface_hub elsewhere."""
     from huggingface_hub import constants
 
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHubHandler)
     hub.repos, hub.requests = {}, []
     thread = threading.Thread(target=hub.serve_forever, daemon=True)
     thread.start()
-    endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
+
+    def use_endpoint(endpoint: str) -> None:
+        """Point huggingface_hub at `endpoint` for this test."""
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+
+    hub.use_endpoint = use_endpoint
+    use_endpoint(f"http://127.0.0.1:{hub.server_address[1]}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     cache = tmp_path_factory.mktemp("hf-cache")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

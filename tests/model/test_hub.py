@@ -60,24 +60,15 @@ def test_offline_with_nothing_cached_names_every_missing_file(hub):
     assert hub.requests == []
 
 
-def _closed_port_endpoint(monkeypatch):
-    from huggingface_hub import constants
-
+def _closed_port_endpoint() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_unreachable_hub_falls_back_to_the_cache(hub, monkeypatch):
     cached = locate_model(REPO)
-    _closed_port_endpoint(monkeypatch)
+    hub.use_endpoint(_closed_port_endpoint())
     assert locate_model(REPO).lm_weights == cached.lm_weights
     with pytest.raises(CheckpointError, match="cannot be reached.*kyutai/other/config.json"):
         locate_model("kyutai/other")

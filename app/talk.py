@@ -104,10 +104,7 @@ def register(subparsers) -> None:
 def _sampling(args: argparse.Namespace):
     from model.generate import SamplingSettings
 
-    for name in ("temperature", "text_temperature"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
-    for name in ("top_k", "text_top_k"):
+    for name in ("temperature", "text_temperature", "top_k", "text_top_k"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
     return SamplingSettings(

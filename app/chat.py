@@ -1,9 +1,10 @@
 """`moshi-desktop chat`: a live conversation in the terminal.
 
 The microphone and speakers (or `--input-file`, played as if spoken, and `--output-file`) feed the
-realtime engine; Moshi's inner monologue prints as it comes, with a status line of stats. Ctrl+C
-ends the conversation (with an input file it also ends by itself after the file and
-`--trailing-silence`), then `--export` writes each file. Everything is also autosaved.
+realtime engine; Moshi's inner monologue prints as it comes, with a status line of stats. Moshi runs
+here, or with `--server URL` on Kyutai's Moshi server. Ctrl+C ends the conversation (with an input
+file it also ends by itself after the file and `--trailing-silence`), then `--export` writes each
+file. Everything is also autosaved.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ def register(subparsers) -> None:
     )
     add_model_arguments(parser)
     add_sampling_arguments(parser)
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="talk to Kyutai's Moshi server (python -m moshi.server, or its Rust server) instead "
+        "of running the model here: ws://HOST:PORT or wss://HOST (path /api/chat unless given; "
+        "without a scheme, ws:// and port 8998). --model, --device and --dtype are then unused; "
+        "sampling flags and --seed are sent to the server, which honours them if it is the Rust "
+        "server (the Python server ignores them)",
+    )
     parser.add_argument("--input-device", help="microphone: index or part of its name")
     parser.add_argument("--output-device", help="speakers: index or part of its name")
     parser.add_argument("--input-file", type=Path, help="play this file as your voice")
@@ -33,7 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--realtime",
         action="store_true",
-        help="with --input-file: play it at real speed, not as fast as possible",
+        help="with --input-file: play it at real speed, not as fast as possible (always so "
+        "with --server)",
     )
     parser.add_argument(
         "--trailing-silence",
@@ -66,7 +77,7 @@ def _open_audio(args: argparse.Namespace):
         return FileAudio(
             args.input_file,
             args.output_file,
-            realtime=args.realtime,
+            realtime=args.realtime or args.server is not None,  # a server talks in real time
             trailing_silence=args.trailing_silence,
         )
     if args.output_file is not None:
@@ -98,10 +109,9 @@ def run(args: argparse.Namespace) -> int:
         TextPiece,
     )
     from .session import Conversation, default_recordings_dir
-    from .talk import _sampling, load_pipeline
 
     _check_exports(args.export)
-    sampling = _sampling(args)
+    load, model, sampling = _compute(args)
     first_audio = _open_audio(args)  # device and file errors show before the model loads
     audios = iter([first_audio])
 
@@ -109,22 +119,17 @@ def run(args: argparse.Namespace) -> int:
         return next(audios, None) or _open_audio(args)
 
     def new_record():
-        return Conversation.create(
-            default_recordings_dir(), model=str(args.model), settings=vars(sampling)
-        )
+        return Conversation.create(default_recordings_dir(), model=model, settings=vars(sampling))
 
-    engine = Engine(lambda config: load_pipeline(args, sampling), open_audio, new_record=new_record)
+    engine = Engine(load, open_audio, new_record=new_record)
     engine.start()
     status = StatusLine()
     failed = None
     try:
         engine.send(SetHalfDuplex(args.half_duplex))
+        if args.server is not None:
+            engine.send(sampling)  # a SetSampling, sent with the connection
         engine.send(Start())
-        if args.input_file is None:
-            print(
-                "Listening: talk to Moshi (headphones recommended). Ctrl+C ends the conversation.",
-                file=sys.stderr,
-            )
         while True:
             event = engine.events.get()
             if isinstance(event, TextPiece):
@@ -137,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
             elif isinstance(event, ErrorEvent):
                 failed = event.message
                 break
-            elif isinstance(event, StateChanged) and event.state == "loading":
-                print("Loading the model…", file=sys.stderr)
             elif isinstance(event, StateChanged) and event.state in ("finished", "error"):
                 break
+            elif isinstance(event, StateChanged):
+                _say(event.state, args, model)
     except KeyboardInterrupt:
         pass
     finally:
@@ -163,6 +168,52 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise UserError(failed)
     return 0
+
+
+def _say(state: str, args: argparse.Namespace, server: str) -> None:
+    """A line on stderr as the conversation gets going."""
+    lines = {
+        "loading": "Loading the model…",
+        "connecting": f"Connecting to {server}…",
+        "waiting": "The server is busy with another conversation: waiting for a slot (Ctrl+C "
+        "gives up)…",
+    }
+    if state == "running":
+        if args.server is not None:
+            print(f"Connected to {server}.", file=sys.stderr)
+        if args.input_file is None:
+            print(
+                "Listening: talk to Moshi (headphones recommended). Ctrl+C ends the conversation.",
+                file=sys.stderr,
+            )
+    elif state in lines and not (state == "loading" and args.server is not None):
+        print(lines[state], file=sys.stderr)
+
+
+def _compute(args: argparse.Namespace):
+    """What computes Moshi's frames, what the record calls it, and the sampling settings: the
+    model (loaded on the engine thread) or a session with `--server`."""
+    from .talk import check_sampling, load_pipeline
+
+    if args.server is None:
+        from .talk import _sampling
+
+        sampling = _sampling(args)
+        return (lambda config: load_pipeline(args, sampling)), str(args.model), sampling
+
+    from .engine import SetSampling
+    from .remote import RemoteSession, server_url
+
+    check_sampling(args)
+    url = server_url(args.server)
+    greedy = getattr(args, "greedy", False)
+    sampling = SetSampling(
+        temperature=0.0 if greedy else args.temperature,
+        top_k=args.top_k,
+        text_temperature=0.0 if greedy else args.text_temperature,
+        text_top_k=args.text_top_k,
+    )
+    return (lambda config: RemoteSession(url, seed=args.seed)), url, sampling
 
 
 def _next_event(engine, timeout: float):
@@ -191,9 +242,16 @@ class StatusLine:
         if self.mid_line:
             print(flush=True)
             self.mid_line = False
+        remote = stats.remote
+        if remote is None:
+            speed = f"{stats.ms_per_frame.get('total', 0):.0f} ms/frame, RTF {stats.rtf:.2f}"
+        else:
+            speed = (
+                f"RTT {remote.rtt_ms:.0f} ms, buffer {remote.buffer_ms:.0f} ms, missed "
+                f"{remote.missed_ms / 1000:.1f} s, reconnects {remote.reconnects}"
+            )
         print(
-            f"[{stats.elapsed:.0f} s: {stats.ms_per_frame.get('total', 0):.0f} ms/frame, "
-            f"RTF {stats.rtf:.2f}, latency {stats.latency_ms:.0f} ms, dropped "
+            f"[{stats.elapsed:.0f} s: {speed}, latency {stats.latency_ms:.0f} ms, dropped "
             f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}]",
             file=sys.stderr,
             flush=True,

@@ -1,7 +1,12 @@
-"""The realtime engine: a worker thread that owns the model and holds the conversation.
+"""The realtime engine: a worker thread that holds the conversation.
 
     GUI / terminal --commands--> engine thread: read a 1920-sample frame of the user's voice,
-        Mimi encode -> LM step -> Mimi decode, play Moshi's frame, record both --events--> GUI
+        compute Moshi's answer, play Moshi's frame, record both --events--> GUI
+
+Where Moshi's frames are computed is the engine's *compute*, made by `load_pipeline(config)`: the
+local model (model.pipeline.Pipeline: Mimi encode -> LM step -> Mimi decode), or Kyutai's server
+(app.remote.RemoteSession), which is also a `Connection`. The engine does the rest the same way
+for both: audio in and out, events, the record.
 
 Commands go in through `Engine.send` (a queue); events come out of `Engine.events`, a bounded
 queue: when the reader is slow, the oldest events are dropped (and counted) rather than stalling
@@ -9,7 +14,8 @@ the audio. Qt never appears here; the GUI drains `events` on a timer.
 
 When the model is slower than real time, the engine drops the user's frames that piled up
 (counted) instead of letting latency grow, and says once that this machine cannot keep up.
-A worker exception becomes an `ErrorEvent`; the engine stops cleanly and can be started again.
+A worker exception becomes an `ErrorEvent`; the engine stops cleanly, keeps the record, and can be
+started again (a lost connection is connected again, and the conversation goes on).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,7 +49,7 @@ class Start:
 
 @dataclass(frozen=True)
 class Stop:
-    """Close the audio and pause; the conversation and the model stay."""
+    """Close the audio (and the connection) and pause; the conversation and the model stay."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,8 @@ class SetHalfDuplex:
 
 @dataclass(frozen=True)
 class SetSampling:
-    """Applies from the next frame. A temperature of 0 takes the most likely token; top-k 0
-    keeps every token."""
+    """Applies from the next frame (on a server: from the next connection). A temperature of 0
+    takes the most likely token; top-k 0 keeps every token."""
 
     temperature: float = 0.8
     top_k: int = 250
@@ -97,7 +104,13 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class StateChanged:
-    state: str  # "loading", "running", "stopped", "finished" (the input file ended), "error"
+    # "loading", "connecting" (to a server), "waiting" (for a slot on a busy server), "running",
+    # "stopped", "finished" (the input file ended), "error"
+    state: str
+
+
+ACTIVE_STATES = ("loading", "connecting", "waiting", "running")
+"""The states in which Stop has something to stop."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class Stats:
     overruns: int
     dropped_events: int
     elapsed: float  # seconds of conversation
+    remote: object = None  # app.remote.RemoteStats when Moshi runs on a server
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,32 @@ class ErrorEvent:
 @dataclass(frozen=True)
 class Exported:
     path: str
+
+
+# --- What computes the frames ---------------------------------------------------------------------
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """A compute that runs elsewhere (app.remote.RemoteSession): it connects before the first
+    frame and can be lost at any time. Besides `step(pcm)`, `reset()` and `sampling` (read when
+    connecting), it has:"""
+
+    def connect(self) -> None:
+        """Start connecting; return at once."""
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the far end is ready for frames; raises (a UserError) when it cannot be."""
+
+    @property
+    def waiting(self) -> bool:
+        """Connected, but the far end is busy: the engine shows "waiting"."""
+
+    def disconnect(self) -> None:
+        """Close; return at once."""
+
+    def stats(self) -> object:
+        """What matters about the link, for `Stats.remote`."""
 
 
 # --- The engine ----------------------------------------------------------------------------------
@@ -166,7 +206,7 @@ class Engine:
 
     def __init__(
         self,
-        load_pipeline: Callable[[object], object],
+        load_pipeline: Callable[[object], object],  # config -> the compute (see Connection)
         open_audio: Callable[[object], object],
         *,
         new_record: Callable[[], object] | None = None,
@@ -180,6 +220,7 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="moshi-engine", daemon=True)
         self.pipeline = None
         self._model_key = None  # what the loaded pipeline was loaded from
+        self._config = None  # of the last Start
         self.audio = None
         self.record = None
         self.state = "stopped"
@@ -229,20 +270,22 @@ class Engine:
     def _run(self) -> None:
         while True:
             frame = None
-            if self.state == "running":
-                try:
+            try:  # a worker exception must not kill the thread
+                if self.state == "running":
                     frame = self._read()
-                except Exception as e:  # a worker exception must not kill the thread
-                    self._fail(e)
+                elif self.state in ("connecting", "waiting"):
+                    self._poll_connection()
+            except Exception as e:
+                self._fail(e)
             # Commands sent before a frame arrived apply to that frame.
-            block = self.state != "running"
+            block = self.state not in ACTIVE_STATES
             while True:
                 try:
                     command = self._commands.get(block=block)
                 except queue.Empty:
                     break
                 if isinstance(command, Shutdown):
-                    self._stop_audio()
+                    self._release()
                     self._close_record()
                     return
                 self._handle(command)
@@ -258,7 +301,7 @@ class Engine:
             if isinstance(command, Start):
                 self._start(command.config)
             elif isinstance(command, Stop):
-                self._stop_audio()
+                self._release()
                 self._set_state("stopped")
             elif isinstance(command, NewConversation):
                 self._new_conversation()
@@ -269,14 +312,20 @@ class Engine:
             elif isinstance(command, Export):
                 self._export(command.path)
             elif isinstance(command, SetSampling):
-                self._sampling = command.to_model()
-                if self.pipeline is not None:
-                    self.pipeline.sampling = self._sampling
+                self._sampling = command
+                self._apply_sampling()
         except Exception as e:
             self._fail(e)
 
+    def _apply_sampling(self) -> None:
+        """A server takes the settings as they are (it reads them when connecting); the local
+        model takes model.generate.SamplingSettings."""
+        if self.pipeline is not None and self._sampling is not None:
+            remote = isinstance(self.pipeline, Connection)
+            self.pipeline.sampling = self._sampling if remote else self._sampling.to_model()
+
     def _start(self, config: object) -> None:
-        if self.state == "running":
+        if self.state in ACTIVE_STATES:
             return
         model_key = getattr(config, "model_key", None)
         if self.pipeline is not None and model_key != self._model_key:
@@ -286,13 +335,34 @@ class Engine:
             self._set_state("loading")
             self.pipeline = self._load_pipeline(config)
             self._model_key = model_key
-            if self._sampling is not None:
-                self.pipeline.sampling = self._sampling
-        if self.record is None and self._new_record is not None:
-            self.record = self._new_record()
-        self.audio = self._open_audio(config)
+            self._apply_sampling()
+        self._config = config
+        if isinstance(self.pipeline, Connection):
+            self._connect()
+        else:
+            self._open_audio_and_run()
+
+    def _connect(self) -> None:
+        """Connect; `_poll_connection` opens the audio once the far end is ready."""
+        self._set_state("connecting")
+        self.pipeline.connect()
+
+    def _poll_connection(self) -> None:
+        if self.pipeline.wait_ready(0.1):
+            self._open_audio_and_run()
+        elif self.pipeline.waiting and self.state != "waiting":
+            self._set_state("waiting")
+
+    def _open_audio_and_run(self) -> None:
+        self._ensure_record()
+        self.audio = self._open_audio(self._config)
         self.audio.start()
         self._set_state("running")
+
+    def _ensure_record(self) -> None:
+        """A record once the conversation runs (a server that cannot be reached leaves none)."""
+        if self.record is None and self._new_record is not None:
+            self.record = self._new_record()
 
     def _export(self, path: str) -> None:
         """A failed export is reported and changes nothing else: the record stays."""
@@ -312,13 +382,25 @@ class Engine:
         self._close_record()
         self._frame = 0
         self._reset_counters()
-        if self.state == "running" and self._new_record is not None:
-            self.record = self._new_record()
+        if self.state in ("connecting", "waiting", "running"):
+            if isinstance(self.pipeline, Connection):  # reset() closed the connection
+                self._stop_audio()
+                self._connect()
+            else:
+                self._ensure_record()
 
     def _stop_audio(self) -> None:
         audio, self.audio = self.audio, None
         if audio is not None:
             audio.stop()
+
+    def _release(self) -> None:
+        """Close the audio and the connection, if any."""
+        try:
+            self._stop_audio()
+        finally:
+            if isinstance(self.pipeline, Connection):
+                self.pipeline.disconnect()
 
     def _close_record(self) -> None:
         record, self.record = self.record, None
@@ -327,10 +409,10 @@ class Engine:
 
     def _fail(self, error: Exception) -> None:
         try:
-            self._stop_audio()
+            self._release()
         except Exception:
             pass
-        self._emit(ErrorEvent(_describe(error)))
+        self._emit(ErrorEvent(_describe(error, local=not isinstance(self.pipeline, Connection))))
         self._set_state("error")
 
     def _read(self) -> np.ndarray | None:
@@ -339,7 +421,7 @@ class Engine:
         frame = audio.read_frame(timeout=0.2)
         if frame is None:
             if audio.finished:
-                self._stop_audio()
+                self._release()
                 self._set_state("finished")
             return None
         if audio.realtime:  # frames that piled up while the model worked: keep only the newest
@@ -381,18 +463,14 @@ class Engine:
         rtf = p50.get("total", 0.0) / (1000 * FRAME_SECONDS)
         audio_stats = self.audio.stats() if self.audio is not None else None
         playback_ms = getattr(audio_stats, "playback_buffer_ms", 0.0)
-        # A frame waits to be whole (80 ms), is computed, waits in the playback buffer, and
-        # Moshi's codebooks 1..7 lag one frame (80 ms).
-        latency = 1000 * FRAME_SECONDS * 2 + p50.get("total", 0.0) + playback_ms
-        if rtf > 1.0 and self._frame >= 25 and not self._warned_slow and self.audio.realtime:
-            self._warned_slow = True
-            self._emit(
-                Notice(
-                    f"This machine cannot run Moshi in real time ({p50['total']:.0f} ms for each "
-                    "80 ms frame): your voice is being skipped. A GPU is needed for a live "
-                    "conversation."
-                )
-            )
+        remote = self.pipeline.stats() if isinstance(self.pipeline, Connection) else None
+        # A frame waits to be whole (80 ms), is computed (here, or on the server and back),
+        # waits in the playback buffer(s), and Moshi's codebooks 1..7 lag one frame (80 ms).
+        if remote is None:
+            latency = 1000 * FRAME_SECONDS * 2 + p50.get("total", 0.0) + playback_ms
+        else:
+            latency = 1000 * FRAME_SECONDS * 2 + remote.rtt_ms + remote.buffer_ms + playback_ms
+        self._warn_if_slow(p50, rtf, remote)
         return Stats(
             p50,
             rtf,
@@ -402,15 +480,37 @@ class Engine:
             getattr(audio_stats, "overruns", 0),
             self.dropped_events,
             now + FRAME_SECONDS,
+            remote,
         )
 
+    def _warn_if_slow(self, p50: dict[str, float], rtf: float, remote) -> None:
+        """Say once that the conversation cannot be live: this machine, or the server or the
+        network, is slower than real time."""
+        if self._warned_slow or self._frame < 25 or not self.audio.realtime:
+            return
+        if remote is not None and remote.missed_ms > 2000:
+            message = (
+                f"Moshi's voice arrives late from the server ({remote.missed_ms / 1000:.1f} s "
+                "missed so far): the server or the network is slower than real time."
+            )
+        elif remote is None and rtf > 1.0:
+            message = (
+                f"This machine cannot run Moshi in real time ({p50['total']:.0f} ms for each "
+                "80 ms frame): your voice is being skipped. A GPU is needed for a live "
+                "conversation."
+            )
+        else:
+            return
+        self._warned_slow = True
+        self._emit(Notice(message))
 
-def _describe(error: Exception) -> str:
-    """One line for the user; running out of GPU memory gets advice."""
+
+def _describe(error: Exception, local: bool = True) -> str:
+    """One line for the user; running out of GPU memory here gets advice."""
     from .errors import UserError
 
     first_line = (str(error) or type(error).__name__).splitlines()[0]
-    if "out of memory" in first_line.lower():
+    if local and "out of memory" in first_line.lower():
         return (
             "The GPU ran out of memory: close other programs using it, or run the model in "
             f"int8 (--dtype int8). ({first_line})"

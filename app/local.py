@@ -1,8 +1,11 @@
-"""The local backend: Moshi runs on this machine, heard through its microphone and speakers.
+"""How a run is described, and the local backend: Moshi runs on this machine, heard through its
+microphone and speakers.
 
 The GUI describes a run with a `RunConfig` (plain values, read from the settings when the user
-presses Start); the engine thread calls `load_pipeline(config)` and `open_audio(config)`. The model
-package is imported only inside these functions, so the GUI never loads torch.
+presses Start); the engine thread calls `load_pipeline(config)` and `open_audio(config)`. With
+`server` set, Moshi runs on Kyutai's server instead (app.remote) and the model settings are unused;
+the audio is the same. The model package is imported only inside these functions, so the GUI never
+loads torch.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ class RunConfig:
     input_device: str | None = None
     output_device: str | None = None
     input_file: Path | None = None  # instead of the microphone (tests, demos)
+    server: str | None = None  # Kyutai's Moshi server (a ws:// or wss:// URL) instead of the model
 
     @property
     def model_key(self) -> tuple:
-        """What, when it changes, needs the model loaded again."""
+        """What, when it changes, needs the model loaded (or the server chosen) again."""
+        if self.server is not None:
+            return ("server", self.server)
         return (self.model, self.revision, self.device, self.dtype)
 
 
@@ -71,6 +77,11 @@ def load_files(files, device: str, dtype: str, *, sampling=None, seed: int | Non
 
 
 def load_pipeline(config: RunConfig):
+    """What computes Moshi's frames: the model, loaded here, or a session with the server."""
+    if config.server is not None:
+        from .remote import RemoteSession
+
+        return RemoteSession(config.server, seed=config.seed)
     return load_files(locate(config), config.device, config.dtype, seed=config.seed)
 
 

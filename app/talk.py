@@ -101,12 +101,17 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def _sampling(args: argparse.Namespace):
-    from model.generate import SamplingSettings
-
+def check_sampling(args: argparse.Namespace) -> None:
+    """UserError unless every sampling flag is 0 or more."""
     for name in ("temperature", "text_temperature", "top_k", "text_top_k"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+
+
+def _sampling(args: argparse.Namespace):
+    from model.generate import SamplingSettings
+
+    check_sampling(args)
     return SamplingSettings(
         temperature=args.temperature,
         top_k=args.top_k,

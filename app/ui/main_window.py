@@ -3,7 +3,9 @@
 The window never touches the model: it sends commands to the engine (app.engine) and an
 `EngineBridge` drains the engine's events on a timer in the GUI thread. What runs the model and
 where its files come from is a `backend` object handed in by the launcher (app.gui), so tests
-can give a tiny model and a file for a microphone.
+can give a tiny model and a file for a microphone. With the server backend chosen in the settings,
+the engine talks to Kyutai's server instead; the window shows the same things, and the link's
+stats (round trip, buffer, missed audio, reconnects) in place of the model's speed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine import (
+    ACTIVE_STATES,
     AudioBlock,
     ErrorEvent,
     Export,
@@ -254,9 +257,9 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.busy)
         for label, name in (
             (self.model_label, "Model and device"),
-            (self.speed_label, "Milliseconds per frame and real-time factor"),
+            (self.speed_label, "Milliseconds per frame and real-time factor, or round trip"),
             (self.latency_label, "Estimated latency"),
-            (self.drops_label, "Dropped frames and audio glitches"),
+            (self.drops_label, "Dropped frames, missed audio and audio glitches"),
             (self.elapsed_label, "Conversation time"),
         ):
             label.setAccessibleName(name)
@@ -265,6 +268,9 @@ class MainWindow(QMainWindow):
 
     def _describe_model(self) -> None:
         s = self.settings
+        if s.backend == "remote":
+            self.model_label.setText(f"server {s.server_url}")
+            return
         name = Path(s.model_source).name if Path(s.model_source).is_absolute() else s.model_source
         self.model_label.setText(f"{name} · {s.compute_device} · {s.dtype}")
 
@@ -283,15 +289,17 @@ class MainWindow(QMainWindow):
             seed=s.seed,
             input_device=s.input_device,
             output_device=s.output_device,
+            server=s.server_url if s.backend == "remote" else None,
         )
 
     @Slot()
     def toggle_running(self) -> None:
-        if self.state in ("running", "loading"):
+        if self.state in ACTIVE_STATES:
             self.engine.send(Stop())
             return
         config = self.run_config()
-        if not self.backend.is_cached(config) and not self._download(config):
+        local = config.server is None
+        if local and not self.backend.is_cached(config) and not self._download(config):
             return
         self.banner.hide()
         self.engine.send(self.settings.sampling_command())
@@ -326,10 +334,17 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def on_state(self, state: str) -> None:
         self.state = state
-        running = state in ("running", "loading")
+        running = state in ACTIVE_STATES
         self.start_button.setText("&Stop" if running else "&Start")
-        self.busy.setVisible(state == "loading")
-        if state == "loading":
+        self.busy.setVisible(state in ("loading", "connecting", "waiting"))
+        remote = self.settings.backend == "remote"
+        if state in ("loading", "connecting") and remote:
+            self.statusBar().showMessage(f"Connecting to {self.settings.server_url}…")
+        elif state == "waiting":
+            self.statusBar().showMessage(
+                "The server is busy with another conversation: waiting for a slot…"
+            )
+        elif state == "loading":
             self.statusBar().showMessage("Loading the model…")
         elif state == "running":
             self.statusBar().clearMessage()
@@ -344,13 +359,24 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_stats(self, stats) -> None:
-        total = stats.ms_per_frame.get("total", 0.0)
-        self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}")
-        self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
-        self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")
-        self.drops_label.setText(
-            f"dropped {stats.dropped_frames} · xruns {stats.underruns + stats.overruns}"
-        )
+        remote = stats.remote
+        xruns = f"xruns {stats.underruns + stats.overruns}"
+        if remote is None:
+            total = stats.ms_per_frame.get("total", 0.0)
+            self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}")
+            self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
+            self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")
+            self.drops_label.setText(f"dropped {stats.dropped_frames} · {xruns}")
+        else:
+            self.speed_label.setText(f"RTT {remote.rtt_ms:.0f} ms")
+            self.speed_label.setStyleSheet("")
+            self.latency_label.setText(
+                f"latency {stats.latency_ms:.0f} ms · buffer {remote.buffer_ms:.0f} ms"
+            )
+            self.drops_label.setText(
+                f"missed {remote.missed_ms / 1000:.1f} s · reconnects {remote.reconnects} · "
+                + xruns
+            )
         minutes, seconds = divmod(int(stats.elapsed), 60)
         self.elapsed_label.setText(f"{minutes}:{seconds:02d}")
 
@@ -406,9 +432,9 @@ class MainWindow(QMainWindow):
         if dialog.exec() == SettingsDialog.DialogCode.Accepted:
             self.duplex_button.setChecked(self.settings.half_duplex)
             self._describe_model()
-            if dialog.needs_restart() and self.state in ("running", "loading"):
+            if dialog.needs_restart() and self.state in ACTIVE_STATES:
                 self.statusBar().showMessage(
-                    "Model, device and audio changes apply on the next start.", 8000
+                    "Server, model, device and audio changes apply on the next start.", 8000
                 )
 
     @Slot()

@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 from PySide6.QtCore import QByteArray, QSettings
 
 from app.engine import SetSampling
+from app.errors import UserError
+from app.remote import DEFAULT_SERVER, server_url
 
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"
@@ -35,6 +37,8 @@ PRESETS: dict[str, str] = {
 }
 DEFAULT_MODEL = "kyutai/moshiko-pytorch-bf16"
 
+BACKENDS = ("local", "remote")  # Moshi runs on this machine, or on Kyutai's server
+
 # As `moshi-desktop talk --device/--dtype` (app/talk.py, add_model_arguments).
 COMPUTE_DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
@@ -48,6 +52,8 @@ SEED_MAX = 2**31 - 1  # what a QSpinBox can hold
 class Key(Enum):
     """Each setting and the QSettings key it is stored under."""
 
+    BACKEND = "backend/kind"
+    SERVER_URL = "backend/server_url"
     TEXT_TEMPERATURE = "sampling/text_temperature"
     AUDIO_TEMPERATURE = "sampling/audio_temperature"
     TEXT_TOP_K = "sampling/text_top_k"
@@ -165,6 +171,16 @@ def _revision(raw: Any) -> str:
     return raw
 
 
+def _server(raw: Any) -> str:
+    """A server address as `app.remote.server_url` writes it."""
+    try:
+        if isinstance(raw, str) and server_url(raw) == raw:
+            return raw
+    except UserError:
+        pass
+    raise ValueError(raw)
+
+
 def _bytes(raw: Any) -> bytes:
     if isinstance(raw, QByteArray):
         raw = raw.data()
@@ -200,6 +216,8 @@ class _Spec:
 
 
 _SPECS: dict[Key, _Spec] = {
+    Key.BACKEND: _Spec("local", _one_of(BACKENDS)),
+    Key.SERVER_URL: _Spec(DEFAULT_SERVER, _server),
     Key.TEXT_TEMPERATURE: _Spec(0.7, _float_in(0.0, TEMPERATURE_MAX)),
     Key.AUDIO_TEMPERATURE: _Spec(0.8, _float_in(0.0, TEMPERATURE_MAX)),
     Key.TEXT_TOP_K: _Spec(25, _int_in(0, TEXT_TOP_K_MAX)),
@@ -240,6 +258,8 @@ class Settings:
     """The app's settings, typed. Reading never fails: an unusable stored value reads as the
     default. Writing an invalid value raises ValueError, so nothing unreadable is ever stored."""
 
+    backend = _Setting[str](Key.BACKEND)  # one of BACKENDS
+    server_url = _Setting[str](Key.SERVER_URL)  # a ws:// or wss:// URL, as server_url() writes it
     text_temperature = _Setting[float](Key.TEXT_TEMPERATURE)
     audio_temperature = _Setting[float](Key.AUDIO_TEMPERATURE)
     text_top_k = _Setting[int](Key.TEXT_TOP_K)

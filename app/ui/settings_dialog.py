@@ -1,4 +1,4 @@
-"""The settings dialog: sampling, model, compute and audio.
+"""The settings dialog: where Moshi runs (this machine or a server), sampling, model, compute, audio.
 
 Sampling applies at once: every change emits `sampling_changed` with a `SetSampling` for the
 running conversation (and Cancel sends the values the dialog opened with back). Everything else
@@ -37,6 +37,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine import SetSampling
+from app.errors import UserError
+from app.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
 
 from .settings import (
     AUDIO_TOP_K_MAX,
@@ -50,6 +52,15 @@ from .settings import (
     is_repo_id,
 )
 
+BACKEND_CHOICES = {
+    "local": "On this computer (the model below)",
+    "remote": "On a server (Kyutai's moshi.server or Rust server)",
+}
+SERVER_NOTE = (
+    f"Start Kyutai's server on a GPU machine with `python -m moshi.server --host 0.0.0.0` "
+    f"(port {DEFAULT_PORT}) and enter ws://THAT-MACHINE:{DEFAULT_PORT}, or wss:// for a server "
+    "behind TLS."
+)
 CUSTOM = "custom"  # model combo data of "Custom repository…"
 FOLDER = "folder"  # model combo data of "Local folder…"
 
@@ -69,6 +80,8 @@ DTYPE_CHOICES = {
 
 SAMPLING_KEYS = (Key.TEXT_TEMPERATURE, Key.AUDIO_TEMPERATURE, Key.TEXT_TOP_K, Key.AUDIO_TOP_K)
 RESTART_KEYS = (  # what applies when the next conversation starts
+    Key.BACKEND,
+    Key.SERVER_URL,
     Key.SEED,
     Key.MODEL_SOURCE,
     Key.MODEL_REVISION,
@@ -82,8 +95,8 @@ RESTART_KEYS = (  # what applies when the next conversation starts
 DIALOG_KEYS = SAMPLING_KEYS + RESTART_KEYS  # what the dialog edits
 HALF_DUPLEX_NOTE = "Mutes your microphone while Moshi speaks; use it without headphones."
 RESTART_NOTE = (
-    "Sampling changes apply at once. Seed, model, compute and audio changes apply when the next "
-    "conversation starts."
+    "Sampling changes apply at once (on a server: at the next connection). Server, seed, model, "
+    "compute and audio changes apply when the next conversation starts."
 )
 
 
@@ -157,6 +170,7 @@ class SettingsDialog(QDialog):
         left.addWidget(self._compute_group())
         left.addStretch(1)
         right = QVBoxLayout()
+        right.addWidget(self._backend_group())
         right.addWidget(self._model_group())
         right.addWidget(self._audio_group())
         right.addStretch(1)
@@ -177,6 +191,7 @@ class SettingsDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(columns)
+        layout.addWidget(self.problem_label)  # what keeps OK disabled, above the buttons
         layout.addWidget(_note(RESTART_NOTE))
         layout.addWidget(self.buttons)
 
@@ -203,7 +218,8 @@ class SettingsDialog(QDialog):
         for spin_box in (self.text_top_k, self.audio_top_k):
             spin_box.valueChanged.connect(self._sampling_edited)
 
-        hint = _note("Temperature 0 = greedy (the most likely token); top-k 0 = all tokens.")
+        greedy = "Temperature 0 = greedy (the most likely token); top-k 0 = all tokens."
+        hint = _note(f"{greedy} {SAMPLING_NOTE}")
         form = _form()
         form.addRow(
             _label("&Text temperature:", self.text_temperature.spin_box), self.text_temperature
@@ -216,6 +232,21 @@ class SettingsDialog(QDialog):
         form.addRow(_label("S&eed:", self.seed), self.seed)
         form.addRow(hint)
         return _group("Sampling", form)
+
+    def _backend_group(self) -> QGroupBox:
+        self.backend_combo = _choice_combo("Where Moshi runs", BACKEND_CHOICES)
+        self.server_edit = QLineEdit()
+        self.server_edit.setAccessibleName("Server address")
+        self.server_edit.setPlaceholderText(f"ws://HOST:{DEFAULT_PORT}/api/chat")
+        self.server_edit.setToolTip(SERVER_NOTE)
+        self.server_note = _note(SERVER_NOTE)
+        self.backend_combo.currentIndexChanged.connect(self._backend_changed)
+        self.server_edit.textChanged.connect(self._update_problem)
+        self._backend_form = form = _form()
+        form.addRow(_label("&Where Moshi runs:", self.backend_combo), self.backend_combo)
+        form.addRow(_label("Ser&ver:", self.server_edit), self.server_edit)
+        form.addRow(self.server_note)
+        return _group("Moshi", form)
 
     def _model_group(self) -> QGroupBox:
         self.model_combo = QComboBox()
@@ -268,8 +299,8 @@ class SettingsDialog(QDialog):
         form.addRow(_label("&Folder:", self.folder_edit), folder_row)
         form.addRow(_label("Revisio&n:", self.revision_edit), self.revision_edit)
         form.addRow("", self.offline_check)
-        form.addRow(self.problem_label)
-        return _group("Model", form)
+        self.model_group = _group("Model", form)
+        return self.model_group
 
     def _compute_group(self) -> QGroupBox:
         self.device_combo = _choice_combo("Compute device", DEVICE_CHOICES)
@@ -277,7 +308,8 @@ class SettingsDialog(QDialog):
         form = _form()
         form.addRow(_label("&Device:", self.device_combo), self.device_combo)
         form.addRow(_label("Data t&ype:", self.dtype_combo), self.dtype_combo)
-        return _group("Compute", form)
+        self.compute_group = _group("Compute", form)
+        return self.compute_group
 
     def _audio_group(self) -> QGroupBox:
         self.input_combo = QComboBox()
@@ -315,7 +347,11 @@ class SettingsDialog(QDialog):
             source = str(Path(self.folder_edit.text().strip()).expanduser().absolute())
         else:
             source = kind
+        backend = self.backend_combo.currentData()
+        server = self.server_edit.text().strip()
         return {
+            Key.BACKEND: backend,
+            Key.SERVER_URL: _server_or(server, self._opened_with[Key.SERVER_URL]),
             Key.TEXT_TEMPERATURE: self.text_temperature.value(),
             Key.AUDIO_TEMPERATURE: self.audio_temperature.value(),
             Key.TEXT_TOP_K: self.text_top_k.value(),
@@ -333,6 +369,9 @@ class SettingsDialog(QDialog):
 
     def problem(self) -> str | None:
         """Why the values shown cannot be saved, in one sentence; None when they can."""
+        if self.backend_combo.currentData() == "remote":
+            if _server_or(self.server_edit.text().strip(), None) is None:
+                return "Enter the server's address: ws://HOST:PORT or wss://HOST."
         kind = self.model_combo.currentData()
         if kind == CUSTOM and not is_repo_id(self.repo_edit.text().strip()):
             return "Enter a Hugging Face repository id: owner/name."
@@ -353,6 +392,9 @@ class SettingsDialog(QDialog):
     def _show(self, values: dict[Key, Any]) -> None:
         self._showing = True
         try:
+            _select(self.backend_combo, values[Key.BACKEND])
+            self.server_edit.setText(values[Key.SERVER_URL])
+            self._backend_changed()
             self.text_temperature.set_value(values[Key.TEXT_TEMPERATURE])
             self.audio_temperature.set_value(values[Key.AUDIO_TEMPERATURE])
             self.text_top_k.setValue(values[Key.TEXT_TOP_K])
@@ -405,6 +447,15 @@ class SettingsDialog(QDialog):
             self.sampling_changed.emit(sampling)
 
     @Slot()
+    def _backend_changed(self) -> None:
+        remote = self.backend_combo.currentData() == "remote"
+        self._backend_form.setRowVisible(self.server_edit, remote)
+        self._backend_form.setRowVisible(self.server_note, remote)
+        self.model_group.setEnabled(not remote)
+        self.compute_group.setEnabled(not remote)
+        self._update_problem()
+
+    @Slot()
     def _model_kind_changed(self) -> None:
         kind = self.model_combo.currentData()
         if kind in PRESETS:
@@ -420,7 +471,7 @@ class SettingsDialog(QDialog):
     def _update_problem(self) -> None:
         problem = self.problem()
         self.problem_label.setText(problem or "")
-        self._model_form.setRowVisible(self.problem_label, problem is not None)
+        self.problem_label.setVisible(problem is not None)
         self.ok_button.setEnabled(problem is None)
 
     @Slot()
@@ -451,6 +502,14 @@ class SettingsDialog(QDialog):
             self._sent = self._opened_sampling
             self.sampling_changed.emit(self._opened_sampling)
         super().reject()
+
+
+def _server_or(text: str, default: str | None) -> str | None:
+    """`text` as the server's URL, or `default` when it is not a server address."""
+    try:
+        return server_url(text)
+    except UserError:
+        return default
 
 
 def _form() -> QFormLayout:

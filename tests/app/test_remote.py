@@ -36,7 +36,7 @@ sphn = pytest.importorskip("sphn")
 pytest.importorskip("websockets")
 
 FRAME = 1920
-TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(FRAME) / 24000)).astype(np.float32)
+TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(FRAME) / 24000)).astype(np.float32)  # Moshi's
 FAST = RemoteOptions(
     open_timeout=2.0,
     waiting_after=0.2,
@@ -90,68 +90,13 @@ def test_sampling_goes_as_the_web_clients_query_parameters():
     )
 
 
-# --- The fake server ------------------------------------------------------------------------------
-
-
-class FakeServer:
-    """A WebSocket server on 127.0.0.1 whose connections run `behaviour(ws)`; /api/chat only."""
-
-    def __init__(self):
-        from websockets.sync.server import serve
-
-        self.behaviour = talk
-        self.done = threading.Event()  # set at the end of the test: behaviours stop waiting
-        self.connections = 0
-        self.paths: list[str] = []
-        self.server = serve(self._handle, "127.0.0.1", 0, process_request=self._route)
-        self.port = self.server.socket.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}/api/chat"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _route(self, connection, request):
-        self.paths.append(request.path)
-        if not request.path.startswith("/api/chat"):
-            return connection.respond(404, "Not Found\n")
-        return None
-
-    def _handle(self, ws):
-        self.connections += 1
-        try:
-            self.behaviour(self, ws)
-        except Exception:  # the client went away: the behaviour's business ends here
-            pass
-
-    def close(self):
-        self.done.set()
-        self.server.shutdown()
-
-
-def talk(fake, ws, *, die_after=None, extras=()):
-    """Moshi's part: a handshake, then for each whole frame heard, a frame of tone and a word
-    (`w0 `, `w1 `, ...). `extras` are sent after the handshake; after `die_after` frames the
-    connection drops without a closing handshake."""
-    reader, writer = sphn.OpusStreamReader(24000), sphn.OpusStreamWriter(24000)
-    ws.send(b"\x00")
-    for extra in extras:
-        ws.send(extra)
-    heard, n = 0, 0
-    for message in ws:
-        heard += reader.append_bytes(message[1:]).shape[-1]
-        while heard >= FRAME:
-            heard -= FRAME
-            ws.send(b"\x01" + writer.append_pcm(TONE))
-            ws.send(b"\x02" + f"w{n} ".encode())
-            n += 1
-            if die_after is not None and n >= die_after:
-                ws.socket.shutdown(socket.SHUT_RDWR)
-                return
+# --- Conversations -------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def fake():
-    server = FakeServer()
-    yield server
-    server.close()
+def fake(fake_server):
+    """The fake Moshi server of tests/app/conftest.py."""
+    return fake_server
 
 
 @pytest.fixture
@@ -203,12 +148,9 @@ def _error(engine):
     return next(e.message for e in events if isinstance(e, ErrorEvent)), events
 
 
-# --- A conversation -------------------------------------------------------------------------------
-
-
 def test_a_conversation_with_unknown_messages_in_it(fake, engine_for):
     garbage = [b"\x07\x01colored", b"\x42??", b"", "a text frame", b"\x04{}", b"\x06"]
-    fake.behaviour = lambda fake, ws: talk(fake, ws, extras=garbage)
+    fake.behaviour = lambda fake, ws: fake.talk(ws, extras=garbage)
     engine = engine_for(fake.url)
     engine.send(SetSampling(temperature=0.5, top_k=50, text_temperature=0.6, text_top_k=10))
     engine.send(Start())
@@ -263,7 +205,7 @@ def test_tls_to_a_server_without_tls(fake, engine_for):
 def test_a_busy_server_keeps_us_waiting_then_gives_a_slot(fake, engine_for):
     def busy_then_free(fake, ws):
         fake.done.wait(0.6)
-        talk(fake, ws)
+        fake.talk(ws)
 
     fake.behaviour = busy_then_free
     engine = engine_for(fake.url)
@@ -293,7 +235,7 @@ def test_stop_while_waiting_for_a_slot_does_not_hang(fake, engine_for):
 
 
 def test_the_server_dies_mid_call_then_we_reconnect(fake, engine_for):
-    fake.behaviour = lambda fake, ws: talk(fake, ws, die_after=5)
+    fake.behaviour = lambda fake, ws: fake.talk(ws, die_after=5)
     engine = engine_for(fake.url)
     engine.send(Start())
     message, events = _error(engine)
@@ -303,7 +245,7 @@ def test_the_server_dies_mid_call_then_we_reconnect(fake, engine_for):
     frames, text = record.frames, record.text
     assert frames > 0 and text.startswith("w0 ")
 
-    fake.behaviour = talk
+    fake.behaviour = lambda fake, ws: fake.talk(ws)
     engine.send(Start())  # reconnects; the same conversation goes on
     _until(engine, TextPiece, lambda e: e.text == "w3 ")
     stats = _until(engine, Stats)[-1]

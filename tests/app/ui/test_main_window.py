@@ -196,3 +196,50 @@ def test_loading_shows_progress(make_window, qtbot):
     release.set()
     qtbot.waitUntil(lambda: window.state in ("running", "finished"), timeout=30000)
     assert not window.busy.isVisible()
+
+
+def test_a_conversation_through_a_server(qtbot, tmp_path, voice, fake_server):
+    from app.local import load_pipeline
+
+    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    settings.backend = "remote"
+    settings.server_url = fake_server.url
+    engine = Engine(
+        load_pipeline,  # the launcher's: RunConfig.server set, a RemoteSession
+        lambda config: FileAudio(voice, realtime=True, trailing_silence=0.5),
+        new_record=lambda: Conversation.create(tmp_path / "recordings"),
+    )
+    window = MainWindow(engine, settings, Backend(cached=False))  # no model, no download
+    qtbot.addWidget(window)
+    window.show()
+    assert window.model_label.text() == f"server {fake_server.url}"
+    window.start_button.click()
+    qtbot.waitUntil(lambda: window.state == "running", timeout=10000)
+    assert window.start_button.text() == "&Stop"
+    qtbot.waitUntil(lambda: "reconnects" in window.drops_label.text(), timeout=10000)
+    assert window.speed_label.text().startswith("RTT ")
+    assert "buffer" in window.latency_label.text()
+    qtbot.waitUntil(lambda: window.state == "finished", timeout=10000)
+    assert window.transcript.plain_text().startswith("w0 w1")
+    assert not window.banner.isVisible()
+
+
+def test_an_unreachable_server_says_so_and_the_window_stays_usable(qtbot, tmp_path, voice):
+    import socket
+
+    from app.local import load_pipeline
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    settings.backend = "remote"
+    settings.server_url = f"ws://127.0.0.1:{port}/api/chat"
+    engine = Engine(load_pipeline, lambda config: FileAudio(voice, realtime=True))
+    window = MainWindow(engine, settings, Backend(cached=False))
+    qtbot.addWidget(window)
+    window.show()
+    window.start_button.click()
+    qtbot.waitUntil(window.banner.isVisible, timeout=10000)
+    assert "connection refused" in window.banner.label.text()
+    assert window.state == "error" and window.start_button.text() == "&Start"

@@ -35,6 +35,8 @@ def reread(path: Path, tmp_path: Path) -> Settings:
 
 
 DEFAULTS = {
+    Key.BACKEND: "local",
+    Key.SERVER_URL: "ws://localhost:8998/api/chat",
     Key.TEXT_TEMPERATURE: 0.7,
     Key.AUDIO_TEMPERATURE: 0.8,
     Key.TEXT_TOP_K: 25,
@@ -57,6 +59,8 @@ DEFAULTS = {
 def other_values(tmp_path: Path) -> dict[Key, object]:
     """A value other than the default for every key."""
     return {
+        Key.BACKEND: "remote",
+        Key.SERVER_URL: "wss://moshi.example.org:443/api/chat?worker_auth_id=7",
         Key.TEXT_TEMPERATURE: 0.35,
         Key.AUDIO_TEMPERATURE: 1.5,
         Key.TEXT_TOP_K: 0,
@@ -77,6 +81,8 @@ def other_values(tmp_path: Path) -> dict[Key, object]:
 
 
 ATTRIBUTES = {
+    Key.BACKEND: "backend",
+    Key.SERVER_URL: "server_url",
     Key.TEXT_TEMPERATURE: "text_temperature",
     Key.AUDIO_TEMPERATURE: "audio_temperature",
     Key.TEXT_TOP_K: "text_top_k",
@@ -156,6 +162,9 @@ def test_values_written_as_text_read_typed(ini: Path) -> None:
 
 def test_garbage_reads_as_the_defaults(ini: Path, tmp_path: Path) -> None:
     ini.write_text(
+        "[backend]\n"
+        "kind=cloud\n"
+        "server_url=ftp://host\n"
         "[sampling]\n"
         "text_temperature=hot\n"
         "audio_temperature=9\n"
@@ -211,6 +220,9 @@ def test_temperatures_out_of_range_read_as_the_default(ini: Path, raw: str, expe
         ("input_device", ""),
         ("half_duplex", None),
         ("window_geometry", "text"),
+        ("backend", "cloud"),
+        ("server_url", "localhost"),  # stored only as server_url() writes it
+        ("server_url", "ftp://host"),
     ],
 )
 def test_invalid_values_are_refused(ini: Path, attribute: str, value) -> None:

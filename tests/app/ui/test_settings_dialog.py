@@ -387,3 +387,32 @@ def test_a_mnemonic_moves_the_focus(open_dialog, qtbot) -> None:
     qtbot.waitUntil(dialog.isActiveWindow)
     qtbot.keyClick(dialog, Qt.Key.Key_Y, Qt.KeyboardModifier.AltModifier)
     assert dialog.focusWidget() is dialog.dtype_combo
+
+
+def test_a_server_instead_of_the_model(open_dialog, qtbot, settings: Settings) -> None:
+    dialog = open_dialog()
+    assert not dialog.server_edit.isVisible() and dialog.model_group.isEnabled()
+    dialog.backend_combo.setCurrentIndex(dialog.backend_combo.findData("remote"))
+    assert dialog.server_edit.isVisible() and dialog.server_note.isVisible()
+    assert not dialog.model_group.isEnabled() and not dialog.compute_group.isEnabled()
+    assert "Python server (moshi.server) ignores them" in " ".join(
+        label.text() for label in dialog.findChildren(QLabel)
+    )
+    retype(qtbot, dialog.server_edit, "ftp://gpu-box")
+    assert not dialog.ok_button.isEnabled() and "ws://HOST:PORT" in dialog.problem_label.text()
+    retype(qtbot, dialog.server_edit, "gpu-box")
+    assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()
+    assert dialog.needs_restart()
+    dialog.accept()
+    assert settings.backend == "remote"
+    assert settings.server_url == "ws://gpu-box:8998/api/chat"  # as it connects
+    assert settings.model_source == DEFAULT_MODEL  # the model stays for when it runs here again
+
+
+def test_opens_with_a_stored_server(open_dialog, settings: Settings) -> None:
+    settings.backend = "remote"
+    settings.server_url = "wss://moshi.example.org/api/chat"
+    dialog = open_dialog()
+    assert dialog.backend_combo.currentData() == "remote"
+    assert dialog.server_edit.text() == "wss://moshi.example.org/api/chat"
+    assert not dialog.needs_restart()

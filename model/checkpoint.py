@@ -38,7 +38,6 @@ from .quant import (
     quantize_linears,
     quantize_weight,
 )
-from .transformer import column_major_cpu_linears
 
 
 class CheckpointError(RuntimeError):
@@ -347,7 +346,9 @@ def load_weights(
             )
         del weight, scale  # the file's pages for this tensor are released here
     module.load_state_dict(tensors, strict=True, assign=assign)
-    column_major_cpu_linears(module)
+    for model in module.modules():
+        if isinstance(model, (Mimi, LM)):
+            model.lay_out_for_steps()
 
 
 def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

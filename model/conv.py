@@ -84,28 +84,83 @@ class StreamingConv1d(StreamingModule):
                 state.first.fill_(False)
             x = torch.cat([state.previous, x], dim=-1)
             state.previous.copy_(x[..., -self.padding :])
-        return self.conv(x)
+        return conv1d(x, self.conv.conv)
+
+
+# A streaming call carries few frames. Below this many output frames, a conv on the CPU runs
+# faster as one matrix product (weights [C_out, C_in K] @ columns) than through PyTorch's conv
+# kernels, which are tuned for long signals: Mimi's 512 -> 1024 conv on 24 frames takes 5.0 ms
+# as a conv and 1.7 ms as a product (2 cores, fp32; `benchmarks/bench_mimi.py --layers`).
+FEW_FRAMES = 32
+
+
+def _few_frames(x: torch.Tensor, frames: int) -> bool:
+    return frames <= FEW_FRAMES and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def _weight_times(w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """w [O, I] (row-major) @ cols [B, I, N] (each [I, N] column-major) -> [B, O, N].
+
+    Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
+    cols^T @ w^T, the form MKL reads 2-4x slower for a few columns."""
+    if cols.shape[0] == 1:
+        return torch.mm(w, cols[0])[None]
+    return torch.bmm(w.expand(cols.shape[0], -1, -1), cols)
+
+
+def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """conv(x) (no padding: the caller pads), as a matrix product when few frames come out."""
+    w = conv.weight  # [C_out, C_in / groups, K]
+    C_out, _, K = w.shape
+    (S,), (D,) = conv.stride, conv.dilation
+    frames = (x.shape[-1] - D * (K - 1) - 1) // S + 1
+    if conv.groups != 1 or not _few_frames(x, frames) or not w.is_contiguous():
+        return conv(x)
+    B, C, _ = x.shape
+    cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
+    cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # frame-major: the fast operand
+    y = _weight_times(w.view(C_out, C * K), cols.transpose(1, 2))  # [B, C_out, frames]
+    return y if conv.bias is None else y + conv.bias[:, None]
 
 
 def conv_transpose1d(x: torch.Tensor, convtr: nn.ConvTranspose1d) -> torch.Tensor:
-    """convtr(x) as one matrix product and an overlap-add (`F.fold`).
+    """convtr(x), for few frames as one matrix product and an overlap-add (`F.fold`).
 
     For the few frames a streaming call carries, PyTorch's transposed conv takes a slow path on
-    the CPU (about 30 ms for Mimi's first decoder layer, whose weights take 3 ms to read); this
-    computes the same sums, in the same order for Mimi's kernels. Dense and depthwise only.
+    the CPU (27 ms for Mimi's first decoder layer on 2 frames, whose weights take about 1 ms to
+    read). The product is fastest with the weight laid out [C_out K, C_in] in memory, which
+    `step_layout` gives it; either layout computes the same sums.
     """
     w = convtr.weight  # [C_in, C_out / groups, K]
     B, C, T = x.shape
     _, out_per_group, K = w.shape
     S = convtr.stride[0]
+    if not _few_frames(x, T):
+        return convtr(x)
     if convtr.groups == 1:
-        cols = (x.transpose(1, 2) @ w.reshape(C, out_per_group * K)).transpose(1, 2)
+        w = w.reshape(C, out_per_group * K).t()  # [C_out K, C_in]
+        if w.is_contiguous():  # laid out by step_layout: [C_out K, C_in] @ [C_in, T]
+            cols = _weight_times(w, x.transpose(1, 2).contiguous().transpose(1, 2))
+        else:
+            cols = (x.transpose(1, 2) @ w.t()).transpose(1, 2)
     elif convtr.groups == C and out_per_group == 1:  # depthwise: each channel its own kernel
         cols = (x[:, :, None, :] * w[:, 0, :, None]).reshape(B, C * K, T)
     else:
         return convtr(x)
     y = F.fold(cols, (1, (T - 1) * S + K), (1, K), stride=(1, S)).reshape(B, -1, (T - 1) * S + K)
     return y if convtr.bias is None else y + convtr.bias[:, None]
+
+
+def step_layout(convtr: nn.ConvTranspose1d) -> None:
+    """Store a dense transposed conv's weight [C_out K, C_in] in memory, the layout the product in
+    `conv_transpose1d` reads fastest. The parameter keeps its name and [C_in, C_out, K] shape (a
+    view), so state dicts are unchanged."""
+    w = convtr.weight
+    C, out, K = w.shape
+    if convtr.groups != 1 or w.device.type != "cpu" or not w.is_contiguous():
+        return
+    stored = w.detach().reshape(C, out * K).t().contiguous()  # [C_out K, C_in]
+    convtr.weight = nn.Parameter(stored.t().view(C, out, K), requires_grad=w.requires_grad)
 
 
 class _ConvTrState(State):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig, SEANetConfig
-from .conv import StreamingConv1d, StreamingConvTranspose1d
+from .conv import StreamingConv1d, StreamingConvTranspose1d, step_layout
 from .streaming import StreamingModule
 from .transformer import LayerSpec, Transformer
 
@@ -287,6 +287,14 @@ class Mimi(nn.Module):
         if not 1 <= n <= total:
             raise ValueError(f"Mimi has {total} codebooks; cannot use {n}")
         self.quantizer.num_codebooks = n
+
+    def lay_out_for_steps(self) -> None:
+        """Lay the weights out in memory as streaming steps read them fastest on the CPU: the
+        transposed convs' weights [C_out K, C_in]; the transformers' linears stay [out, in],
+        best for their two rows a step (see `model.transformer.Linear`)."""
+        for module in self.modules():
+            if isinstance(module, nn.ConvTranspose1d):
+                step_layout(module)
 
     def _is_streaming(self) -> bool:
         conv = self.encoder.model[0]

@@ -35,14 +35,32 @@ class RMSNorm(nn.Module):
         return (x32 * (self.alpha.float() * torch.rsqrt(var))).to(x.dtype)
 
 
-def column_major_cpu_linears(module: nn.Module) -> None:
-    """Store each float32 nn.Linear weight on the CPU column-major ([in, out] in memory).
+class Linear(nn.Linear):
+    """nn.Linear whose product on the CPU follows the weight's layout in memory.
 
-    A streaming step multiplies one or two rows by each weight; for that, the CPU's fp32 matrix
-    product runs about 2.5x faster with the weight laid out [in, out] (measured on this
-    project's machines). The parameter keeps its name and its [out, in] shape (it is a transposed
-    view), so state dicts are unchanged. bf16 weights are faster as they are: left alone.
+    A streaming step multiplies one or a few rows by each weight, which is bound by reading the
+    weight, and the CPU's fp32 matrix product reads some layouts far faster than others (2 cores,
+    MKL; `benchmarks/bench_mimi.py --layers`): for one row, x @ W with W stored [in, out]
+    (`column_major_cpu_linears`) reads about 20 GB/s against 10 for nn.Linear's [out, in]; for
+    two rows (Mimi's two 25 Hz steps per frame), W @ x^T with W stored [out, in] reads about
+    29 GB/s against 7 to 14 for x @ W^T in either layout.
     """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        rows = x.numel() // x.shape[-1]
+        if rows == 1 or not w.is_contiguous() or w.device.type != "cpu" or w.dtype != torch.float32:
+            return F.linear(x, w, self.bias)
+        y = (w @ x.reshape(rows, -1).contiguous().t()).t()  # [out, in] @ [in, rows]
+        y = y.reshape(*x.shape[:-1], w.shape[0])
+        return y if self.bias is None else y + self.bias
+
+
+def column_major_cpu_linears(module: nn.Module) -> None:
+    """Store each float32 nn.Linear weight on the CPU column-major ([in, out] in memory), the
+    layout one row per step reads fastest (see `Linear`). The parameter keeps its name and its
+    [out, in] shape (it is a transposed view), so state dicts are unchanged. bf16 weights are
+    faster as they are: left alone."""
     for linear in module.modules():
         if isinstance(linear, nn.Linear):
             w = linear.weight
@@ -183,8 +201,8 @@ class Attention(StreamingModule):
         self.rope_max_period = rope_max_period
         self.num_steps = num_steps
         n = max(num_steps, 1)
-        self.in_projs = nn.ModuleList(nn.Linear(dim, 3 * dim, bias=False) for _ in range(n))
-        self.out_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
+        self.in_projs = nn.ModuleList(Linear(dim, 3 * dim, bias=False) for _ in range(n))
+        self.out_projs = nn.ModuleList(Linear(dim, dim, bias=False) for _ in range(n))
 
     def init_state(self, batch_size: int) -> State:
         proj = self.in_projs[0]
@@ -236,8 +254,8 @@ class GatedFFN(nn.Module):
     def __init__(self, dim: int, dim_feedforward: int):
         super().__init__()
         hidden = 21 * dim // 8 if dim_feedforward == 4 * dim else 2 * dim_feedforward // 3
-        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
-        self.linear_out = nn.Linear(hidden, dim, bias=False)
+        self.linear_in = Linear(dim, 2 * hidden, bias=False)
+        self.linear_out = Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.linear_in(x).chunk(2, dim=-1)
@@ -273,8 +291,8 @@ class TransformerLayer(nn.Module):
         self.num_steps = num_steps
         if spec.gating == "none":  # Mimi: a plain GELU feed-forward, its linears on the layer
             assert not num_steps
-            self.linear1 = nn.Linear(dim, spec.dim_feedforward, bias=False)
-            self.linear2 = nn.Linear(spec.dim_feedforward, dim, bias=False)
+            self.linear1 = Linear(dim, spec.dim_feedforward, bias=False)
+            self.linear2 = Linear(spec.dim_feedforward, dim, bias=False)
         elif spec.gating == "silu":
             if num_steps:
                 self.gating = nn.ModuleList(

@@ -154,28 +154,41 @@ class Codebook(nn.Module):
         self.register_buffer("_initialized", torch.ones(1))
         self.register_buffer("cluster_usage", torch.ones(bins))
         self.register_buffer("embedding_sum", torch.zeros(bins, dim))
-        self._centroids: torch.Tensor | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def centroids(self) -> torch.Tensor:
-        if self._centroids is None:  # the buffers never change at inference: compute once
+    def _centroids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centroids [bins, D], and [c, 1, |c|^2] for each centroid c [bins, D + 2]. The
+        buffers never change at inference, so both are computed once."""
+        if self._cache is None:
             usage = self.cluster_usage.clamp(min=1e-5)
-            self._centroids = self.embedding_sum / usage[:, None]
-        return self._centroids
+            centroids = self.embedding_sum / usage[:, None]
+            norms = centroids.pow(2).sum(-1, keepdim=True)
+            self._cache = centroids, torch.cat([centroids, torch.ones_like(norms), norms], -1)
+        return self._cache
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._centroids = None
+        self._cache = None
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse=True):
-        self._centroids = None
+        self._cache = None
         return super()._apply(fn, recurse)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, D] -> nearest centroid index [N] (Euclidean)."""
-        return torch.cdist(x[None], self.centroids()[None], p=2)[0].argmin(dim=-1)
+        """[N, D] -> nearest centroid index [N] (Euclidean).
+
+        The distances are `torch.cdist`'s, computed as it computes them (|x - c|^2 as the product
+        [-2x, |x|^2, 1] . [c, 1, |c|^2], clamped at 0, square-rooted), so the codes are the same
+        bit for bit; only the centroids' half of the product is kept from call to call.
+        """
+        _, augmented = self._centroids()
+        norms = x.pow(2).sum(-1, keepdim=True)
+        query = torch.cat([x.mul(-2), norms, torch.ones_like(norms)], -1)  # [N, D + 2]
+        distances = query[None].matmul(augmented[None].mT).clamp_min_(0).sqrt_()  # [1, N, bins]
+        return distances[0].argmin(dim=-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return F.embedding(codes, self.centroids())
+        return F.embedding(codes, self._centroids()[0])
 
 
 class VQLayer(nn.Module):

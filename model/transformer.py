@@ -89,26 +89,24 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     raise ValueError(f"unsupported norm {kind!r} (expected 'layer_norm' or 'rms_norm_f32')")
 
 
-def apply_rope(
-    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, max_period: float
+def rope_rotation(
+    positions: torch.Tensor, head_dim: int, max_period: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
-    imaginary parts of pair i, rotated by position * max_period^(-2i/D). Computed in fp32.
-
-    q, k: [B, H, T, D]; positions: [T] absolute step positions.
-    """
-    D = q.shape[-1]
-    pair = torch.arange(D // 2, device=q.device, dtype=torch.float32)
-    freqs = torch.exp(pair * (-math.log(max_period) * 2 / D))
+    """cos and sin [T, head_dim / 2] of the rotary embedding's angles at `positions` [T]: pair i
+    turns by position * max_period^(-2i / head_dim). In fp32."""
+    pair = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(pair * (-math.log(max_period) * 2 / head_dim))
     angles = positions.float()[:, None] * freqs  # [T, D/2]
-    cos, sin = angles.cos(), angles.sin()
+    return angles.cos(), angles.sin()
 
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        real, imag = x.float().unflatten(-1, (D // 2, 2)).unbind(-1)
-        rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-        return rotated.flatten(-2).to(x.dtype)
 
-    return rotate(q), rotate(k)
+def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
+    imaginary parts of pair i, rotated in fp32. x: [B, H, T, D]."""
+    cos, sin = rotation
+    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
 
 
 class RingKVCache(State):
@@ -137,19 +135,23 @@ class RingKVCache(State):
     def reset(self) -> None:
         self.end.zero_()  # stale keys stay, but positions mark them unwritten
 
-    def append(
-        self, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Write T new steps [B, H, T, D]; return all keys, values and each slot's position."""
-        T = k.shape[2]
+    def slot_positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the next T steps go: their slots [T], and the absolute position each slot
+        [capacity] will hold once they are written (-1: never written)."""
         assert T <= self.capacity, f"{T} steps do not fit a cache of {self.capacity}"
-        index = (self.end + torch.arange(T, device=k.device)) % self.capacity
-        self.keys.index_copy_(2, index, k)
-        self.values.index_copy_(2, index, v)
-        self.end.add_(T)
-        last = self.end - 1
+        slots = (self.end + torch.arange(T, device=self.end.device)) % self.capacity
+        last = self.end + (T - 1)
         positions = last - (last - self.slots) % self.capacity  # [capacity]
-        return self.keys, self.values, torch.where(positions >= 0, positions, -1)
+        return slots, torch.where(positions >= 0, positions, -1)
+
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write T new steps [B, H, T, D] at `slots` [T]; return all keys and values."""
+        self.keys.index_copy_(2, slots, k)
+        self.values.index_copy_(2, slots, v)
+        self.end.add_(k.shape[2])
+        return self.keys, self.values
 
 
 class FrameKVCache(State):
@@ -177,6 +179,15 @@ class FrameKVCache(State):
         self.keys[:, :, step] = k[:, :, 0]
         self.values[:, :, step] = v[:, :, 0]
         return self.keys[:, :, : step + 1], self.values[:, :, : step + 1]
+
+
+@dataclass
+class Steps:
+    """Where one call's new steps sit in the sequence, worked out once for all layers."""
+
+    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE cos, sin [T, head_dim / 2]
+    slots: torch.Tensor | None  # [T] ring-cache slots the new keys go to; None: one-shot
+    mask: torch.Tensor  # [T, keys] which keys each new step attends to
 
 
 class Attention(StreamingModule):
@@ -215,7 +226,32 @@ class Attention(StreamingModule):
             raise RuntimeError("a streaming attention needs a context to size its cache")
         return RingKVCache(batch_size, self.num_heads, self.context, head_dim, device, dtype)
 
-    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+    def locate(self, T: int, device: torch.device) -> Steps | None:
+        """Where a call's T new steps sit: the same for every layer of a transformer, whose
+        caches advance together, so `Transformer` asks its first layer once per call. None for
+        the depth transformer (no positions: its cache spans one frame)."""
+        if self.num_steps:
+            return None
+        state = self.state
+        if state is None:  # one-shot: the call is the whole sequence
+            positions = torch.arange(T, device=device)
+            slots, key_positions = None, positions
+        else:
+            assert isinstance(state, RingKVCache)
+            positions = state.end + torch.arange(T, device=device)  # [T]
+            slots, key_positions = state.slot_positions(T)
+        delta = positions[:, None] - key_positions[None, :]  # [T, keys]
+        mask = (key_positions >= 0) & (delta >= 0)
+        if self.context is not None:
+            mask = mask & (delta < self.context)
+        rotation = None
+        if self.rope_max_period is not None:
+            rotation = rope_rotation(positions, self.dim // self.num_heads, self.rope_max_period)
+        return Steps(rotation, slots, mask)
+
+    def forward(
+        self, x: torch.Tensor, step: int | None = None, steps: Steps | None = None
+    ) -> torch.Tensor:
         B, T, _ = x.shape  # [B, T, dim]
         w = step if self.num_steps else 0
         qkv = self.in_projs[w](x).view(B, T, 3, self.num_heads, -1)
@@ -226,22 +262,14 @@ class Attention(StreamingModule):
             k, v = self.state.append(k, v, step)
             mask = None  # every slot written so far in this frame is in the past
         else:
-            if self.state is None:
-                start = torch.zeros(1, device=x.device, dtype=torch.long)
-            else:
+            steps = steps or self.locate(T, x.device)
+            assert steps is not None
+            if steps.rotation is not None:
+                q, k = apply_rope(q, steps.rotation), apply_rope(k, steps.rotation)
+            if steps.slots is not None:
                 assert isinstance(self.state, RingKVCache)
-                start = self.state.end
-            positions = start + torch.arange(T, device=x.device)  # [T]
-            if self.rope_max_period is not None:
-                q, k = apply_rope(q, k, positions, self.rope_max_period)
-            if self.state is None:
-                key_positions = positions
-            else:
-                k, v, key_positions = self.state.append(k, v)
-            delta = positions[:, None] - key_positions[None, :]  # [T, keys]
-            mask = (key_positions >= 0) & (delta >= 0)
-            if self.context is not None:
-                mask = mask & (delta < self.context)
+                k, v = self.state.append(k, v, steps.slots)
+            mask = steps.mask
 
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(B, T, self.dim)
@@ -315,8 +343,10 @@ class TransformerLayer(nn.Module):
             return self.gating[step](x)
         return self.gating(x)
 
-    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), step))
+    def forward(
+        self, x: torch.Tensor, step: int | None = None, steps: Steps | None = None
+    ) -> torch.Tensor:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), step, steps))
         return x + self.layer_scale_2(self.feed_forward(self.norm2(x), step))
 
 
@@ -328,6 +358,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(spec) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        steps = self.layers[0].self_attn.locate(x.shape[1], x.device)
         for layer in self.layers:
-            x = layer(x, step)
+            x = layer(x, step, steps)
         return x

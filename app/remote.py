@@ -40,6 +40,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -387,20 +388,22 @@ class _Link:
             )
             return
         o = self.options
-        try:
-            ws = connect(
-                self.url,
-                open_timeout=o.open_timeout,
-                ping_interval=o.ping_interval,
-                ping_timeout=o.ping_timeout,
-                close_timeout=o.close_timeout,
-                compression=None,  # Opus does not compress further
-                user_agent_header="moshi-desktop",
-            )
-        except Exception as e:
-            self._fail(describe_connect_error(self.url, e, o.open_timeout))
-            return
-        with ws:
+        with ExitStack() as stack:  # `with connect(...) as ws`, with its failures told apart
+            try:
+                ws = stack.enter_context(
+                    connect(
+                        self.url,
+                        open_timeout=o.open_timeout,
+                        ping_interval=o.ping_interval,
+                        ping_timeout=o.ping_timeout,
+                        close_timeout=o.close_timeout,
+                        compression=None,  # Opus does not compress further
+                        user_agent_header="moshi-desktop",
+                    )
+                )
+            except Exception as e:
+                self._fail(describe_connect_error(self.url, e, o.open_timeout))
+                return
             self.ws = ws
             self.opened_at = time.monotonic()
             if self.closing.is_set():

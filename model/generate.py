@@ -17,6 +17,7 @@ exponential noise, which draws from the same distribution as multinomial samplin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,7 @@ class FrameGenerator(StreamingModule):
         initial = [cfg.text_card] + [cfg.card] * cfg.n_q
         self._initial = torch.tensor(initial, device=device)[None, :, None]  # [1, 1 + n_q, 1]
         self._user_channels = torch.arange(1 + cfg.dep_q, 1 + cfg.n_q, device=device)
+        self._moshi_channels = torch.arange(1 + cfg.dep_q, device=device)
 
     def seed(self, seed: int | None) -> None:
         """A fixed seed repeats a conversation exactly; None draws a fresh one."""
@@ -120,12 +122,28 @@ class FrameGenerator(StreamingModule):
         return _TokenCache(tokens)
 
     @torch.no_grad()
-    def step(self, user_codes: torch.Tensor) -> torch.Tensor | None:
+    def step(
+        self,
+        user_codes: torch.Tensor,
+        advance: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
         """user_codes [B, K >= n_q - dep_q] (one frame) -> [B, 1 + dep_q] (text, Moshi's codes)
-        for the frame completed `max_delay` steps ago, or None during the first steps."""
+        for the frame completed `max_delay` steps ago, or None during the first steps.
+        `advance`: what runs `self.advance` (a `model.graphs.Graphed` of it, say)."""
         state = self.state
         if not isinstance(state, _TokenCache):
             raise RuntimeError("FrameGenerator.step() must run inside streaming(generator, batch)")
+        out = (advance or self.advance)(user_codes)
+        state.steps_done += 1
+        return out if state.steps_done > self.max_delay else None
+
+    @torch.no_grad()
+    def advance(self, user_codes: torch.Tensor) -> torch.Tensor:
+        """The step's tensor work, all of it on the device with no host synchronisation (what a
+        CUDA graph can capture): -> [B, 1 + dep_q], the tokens `max_delay` steps back, which
+        are meaningful once `max_delay` steps have been taken."""
+        state = self.state
+        assert isinstance(state, _TokenCache)
         cache, B, width = state.tokens, state.tokens.shape[0], state.tokens.shape[-1]
         user_codes = user_codes.reshape(B, -1)[:, : self.num_user_codebooks]
         settings = self.sampling
@@ -159,11 +177,8 @@ class FrameGenerator(StreamingModule):
 
         # Moshi's choices become the next step's input.
         state.step += 1
-        state.steps_done += 1
         moshi = torch.stack(chosen, dim=1)  # [B, 1 + dep_q]
         cache[:, : moshi.shape[1]].index_copy_(2, state.step % width, moshi[..., None])
-        if state.steps_done <= self.max_delay:
-            return None
         out_delays = self._delays[: moshi.shape[1]]
         columns = (state.step - self.max_delay + out_delays) % width  # [1 + dep_q]
-        return cache[:, torch.arange(moshi.shape[1], device=cache.device), columns]
+        return cache[:, self._moshi_channels, columns]

@@ -19,6 +19,7 @@ import torch
 from .checkpoint import ModelFiles, load_lm, load_mimi, resolve_folder
 from .config import FRAME_SIZE
 from .generate import FrameGenerator, SamplingSettings
+from .graphs import Graphed, graphs_wanted
 from .lm import LM
 from .mimi import Mimi
 from .streaming import reset_streaming, start_streaming, stop_streaming
@@ -80,7 +81,10 @@ class Pipeline:
         sampling: SamplingSettings | None = None,
         seed: int | None = None,
         files: ModelFiles | None = None,
+        cuda_graphs: bool | None = None,
     ):
+        """`cuda_graphs`: replay each stage of a frame as a CUDA graph (`model/graphs.py`);
+        None: on CUDA devices unless NO_CUDA_GRAPH=1."""
         self.mimi, self.lm, self.tokenizer, self.files = mimi, lm, tokenizer, files
         self.device = lm.device
         if sampling is None:
@@ -96,6 +100,12 @@ class Pipeline:
         self.frames = 0
         start_streaming(self.mimi, 1)
         start_streaming(self.generator, 1)
+        graphs = graphs_wanted(self.device) if cuda_graphs is None else cuda_graphs
+        self._encode = Graphed(self.mimi.encode, enabled=graphs)  # [1, 1, 1920] -> [1, K, 1]
+        self._advance = Graphed(  # user codes [1, K] -> [1, 1 + dep_q]
+            self.generator.advance, enabled=graphs, generators=[self.generator.rng]
+        )
+        self._decode = Graphed(self.mimi.decode, enabled=graphs)  # [1, dep_q, 1] -> [1, 1, 1920]
 
     @classmethod
     def load(
@@ -106,6 +116,7 @@ class Pipeline:
         *,
         sampling: SamplingSettings | None = None,
         seed: int | None = None,
+        cuda_graphs: bool | None = None,
     ) -> Pipeline:
         """Load from a folder in Kyutai's layout, or files located by `model.hub.locate_model`.
 
@@ -120,7 +131,13 @@ class Pipeline:
         mimi = load_mimi(files, dev)
         lm = load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype))
         return cls(
-            mimi, lm, TextTokenizer(files.tokenizer), sampling=sampling, seed=seed, files=files
+            mimi,
+            lm,
+            TextTokenizer(files.tokenizer),
+            sampling=sampling,
+            seed=seed,
+            files=files,
+            cuda_graphs=cuda_graphs,
         )
 
     @property
@@ -130,6 +147,7 @@ class Pipeline:
     @sampling.setter
     def sampling(self, settings: SamplingSettings) -> None:
         self.generator.sampling = settings  # applies from the next step
+        self._advance.reset()  # the settings are frozen into a captured step
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new conversation: every streaming state back to its start."""
@@ -139,6 +157,7 @@ class Pipeline:
         self.frames = 0
         if seed is not None:
             self.generator.seed(seed)
+            self._advance.reset()
 
     def close(self) -> None:
         stop_streaming(self.mimi)
@@ -156,10 +175,10 @@ class Pipeline:
             raise ValueError(f"a frame is {FRAME_SIZE} samples, got {frame.numel()}")
         ms: dict[str, float] = {}
         t0 = time.perf_counter()
-        codes = self.mimi.encode(frame.to(self.device)[None, None])  # [1, 8, 1]
+        codes = self._encode(frame.to(self.device)[None, None])  # [1, 8, 1]
         self._sync()
         t1 = time.perf_counter()
-        out = self.generator.step(codes[:, :, 0])  # [1, 1 + dep_q] or None
+        out = self.generator.step(codes[:, :, 0], self._advance)  # [1, 1 + dep_q] or None
         if out is not None:
             tokens = out[0].tolist()  # one host sync per frame, after the step
         self._sync()
@@ -169,7 +188,7 @@ class Pipeline:
         if out is None:
             ms["decode"] = 0.0
             return StepResult("", None, ms=ms)
-        audio = self.mimi.decode(out[:, 1:, None].to(self.device))  # [1, 1, 1920]
+        audio = self._decode(out[:, 1:, None])  # [1, 1, 1920]
         pcm_out = audio[0, 0].float().cpu().numpy()
         ms["decode"] = 1000 * (time.perf_counter() - t2)
         return StepResult(self.detokenizer.push(tokens[0]), pcm_out, tokens[0], tokens[1:], ms)

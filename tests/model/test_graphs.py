@@ -1,0 +1,184 @@
+"""What CUDA graphs need of a streaming step, checked on the CPU, and the graph wrapper itself.
+
+A CUDA graph replays the kernels one call recorded: the step must keep every state tensor where
+it is, never read a value back to the host mid-step, and keep its Python-side decisions fixed.
+The capture itself needs a GPU; here a stand-in capture (which re-runs the recorded call) checks
+the wrapper's bookkeeping and the pipeline's use of it.
+"""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from model.generate import SamplingSettings
+from model.graphs import Graphed, graphs_wanted
+from model.pipeline import Pipeline
+
+# What hands a tensor's value to the host: on a GPU each waits for the device, and inside a graph
+# capture each is an error. Python-level calls (seen by a function mode) and the ops under them
+# (seen by a dispatch mode: inference mode routes int() through aten.item, for one).
+HOST_CALLS = {"__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy", "cpu"}
+HOST_OPS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.item.default,
+    torch.ops.aten.is_nonzero.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.equal.default,
+    torch.ops.aten._unique2.default,
+}
+
+
+class _HostCalls(TorchFunctionMode):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in HOST_CALLS:
+            self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class _HostOps(TorchDispatchMode):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in HOST_OPS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def host_reads():
+    """Collects every read of a tensor's value back to the host inside the block."""
+    seen: list[str] = []
+    with _HostCalls(seen), _HostOps(seen):
+        yield seen
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [0.1 * rng.standard_normal(1920).astype(np.float32) for _ in range(n)]
+
+
+def _state_tensors(pipeline: Pipeline) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Every streaming state tensor of the pipeline: where it lives and its shape."""
+    found = {}
+    for root in (pipeline.mimi, pipeline.generator):
+        for name, module in root.named_modules():
+            state = getattr(module, "state", None)
+            for attr, value in (vars(state) if state is not None else {}).items():
+                if isinstance(value, torch.Tensor):
+                    found[f"{name}.{attr}"] = (value.data_ptr(), tuple(value.shape))
+    return found
+
+
+@pytest.mark.parametrize("sampling", [SamplingSettings(), SamplingSettings(greedy=True)])
+def test_a_frame_reads_nothing_back_to_the_host(tiny_checkpoint, sampling):
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=0, sampling=sampling)
+    frames = _frames(4)
+    with torch.inference_mode():
+        for n, pcm in enumerate(frames):
+            frame = torch.from_numpy(pcm)[None, None]
+            with host_reads() as seen:
+                codes = pipeline.mimi.encode(frame)
+                out = pipeline.generator.advance(codes[:, :, 0])
+                if n >= pipeline.generator.max_delay:  # before that, `out` holds no tokens yet
+                    pipeline.mimi.decode(out[:, 1:, None])
+            assert seen == []
+
+
+@pytest.mark.parametrize(
+    "read", [bool, int, float, torch.Tensor.tolist, torch.Tensor.item, torch.nonzero]
+)
+def test_the_check_catches_a_host_read(read):
+    for inference in (False, True):
+        with torch.inference_mode(inference), host_reads() as seen:
+            read(torch.ones(1, dtype=torch.long))
+        assert seen
+
+
+def test_state_tensors_stay_in_place_across_steps_and_reset(tiny_checkpoint):
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=0)
+    before = _state_tensors(pipeline)
+    assert len(before) > 20  # convs, caches, token cache
+    for pcm in _frames(5):
+        pipeline.step(pcm)
+    assert _state_tensors(pipeline) == before
+    pipeline.reset(seed=1)
+    assert _state_tensors(pipeline) == before
+
+
+def _rerun(record):
+    """A stand-in for CUDA graph capture: 'replaying' runs the recorded call again."""
+    return record
+
+
+def test_graphed_runs_eagerly_then_replays_on_its_own_inputs():
+    calls = []
+
+    def double(x):
+        calls.append(x)
+        return 2 * x
+
+    graphed = Graphed(double, enabled=True, warmup=2, capture=_rerun)
+    a, b, c = torch.ones(3), torch.full((3,), 2.0), torch.full((3,), 5.0)
+    assert torch.equal(graphed(a), 2 * a) and calls[-1] is a  # warm-up: eager, as given
+    assert torch.equal(graphed(b), 2 * b) and calls[-1] is b
+    assert not graphed.captured
+    assert torch.equal(graphed(c), 2 * c) and graphed.captured  # captured on a copy of c
+    fixed = calls[-1]
+    assert fixed is not c
+    assert torch.equal(graphed(a), 2 * a)
+    assert calls[-1] is fixed and torch.equal(fixed, a)  # inputs copied into the fixed ones
+    with pytest.raises(ValueError, match="fixed shapes"):
+        graphed(torch.ones(4))
+    graphed.reset()
+    assert not graphed.captured
+    graphed(b)
+    assert calls[-1] is b  # eager again after a reset
+
+
+def test_graphed_is_plain_when_disabled():
+    graphed = Graphed(lambda x: x + 1, enabled=False, capture=_rerun)
+    for n in range(3):
+        assert torch.equal(graphed(torch.zeros(n + 1)), torch.ones(n + 1))
+    assert not graphed.captured
+
+
+def test_graphs_are_for_cuda_unless_turned_off(monkeypatch):
+    monkeypatch.delenv("NO_CUDA_GRAPH", raising=False)
+    assert graphs_wanted("cuda") and not graphs_wanted("cpu")
+    monkeypatch.setenv("NO_CUDA_GRAPH", "1")
+    assert not graphs_wanted("cuda")
+
+
+def test_graphed_pipeline_gives_the_eager_results(tiny_checkpoint, monkeypatch):
+    """The pipeline with every stage graphed (the stand-in capture) runs the same conversation
+    as without: the same tokens and audio, through a change of sampling and a reset."""
+    monkeypatch.setattr(Graphed, "_cuda_capture", lambda self, record: record)
+    frames = _frames(10)
+
+    def converse(pipeline: Pipeline):
+        results = [pipeline.step(pcm) for pcm in frames[:5]]
+        pipeline.sampling = SamplingSettings(temperature=0.5, top_k=10)
+        results += [pipeline.step(pcm) for pcm in frames[5:]]
+        pipeline.reset(seed=7)
+        results += [pipeline.step(pcm) for pcm in frames]
+        return results
+
+    eager = converse(Pipeline.load(tiny_checkpoint, "cpu", seed=4, cuda_graphs=False))
+    graphed_pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=4, cuda_graphs=True)
+    graphed = converse(graphed_pipeline)
+    assert graphed_pipeline._advance.captured and graphed_pipeline._decode.captured
+    assert [r.audio_tokens for r in graphed] == [r.audio_tokens for r in eager]
+    assert [r.text_token for r in graphed] == [r.text_token for r in eager]
+    for g, e in zip(graphed, eager):
+        assert (g.pcm is None and e.pcm is None) or np.array_equal(g.pcm, e.pcm)

@@ -51,22 +51,27 @@ def _check_display() -> None:
         )
 
 
-def build_window(argv: list[str] | None = None):
-    """The QApplication (made if there is none) and the main window, shown."""
+def build_window(argv: list[str] | None = None, settings=None):
+    """The QApplication (made if there is none) and the main window, shown. `settings`: an
+    `app.ui.settings.Settings` (default: the user's own)."""
     from PySide6.QtWidgets import QApplication
 
-    from . import __version__
+    from . import appinfo
+    from .ui.app_icon import app_icon
     from .ui.main_window import MainWindow
     from .ui.settings import Settings
 
     _check_display()
     app = QApplication.instance() or QApplication(sys.argv[:1] + (argv or []))
-    app.setApplicationName("moshi-desktop")
+    app.setApplicationName(appinfo.NAME)
     app.setApplicationDisplayName("Moshi")
-    app.setOrganizationName("moshi-desktop")
-    app.setApplicationVersion(__version__)
-    app.setDesktopFileName("moshi-desktop")  # the .desktop file, for the icon under Wayland
-    window = MainWindow(build_engine(), Settings(), LocalBackend())
+    app.setOrganizationName(appinfo.NAME)
+    app.setApplicationVersion(appinfo.VERSION)
+    # Wayland finds the window's icon through the .desktop file of this name; X11, Windows and
+    # the window itself use the icon set here.
+    app.setDesktopFileName(appinfo.DESKTOP_ID)
+    app.setWindowIcon(app_icon())
+    window = MainWindow(build_engine(), settings or Settings(), LocalBackend())
     window.show()
     return app, window
 

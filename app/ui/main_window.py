@@ -10,9 +10,7 @@ stats (round trip, buffer, missed audio, reconnects) in place of the model's spe
 
 from __future__ import annotations
 
-import platform
 import queue
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
@@ -23,7 +21,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -53,11 +50,6 @@ from .settings import Settings
 from .settings_dialog import SettingsDialog
 from .transcript import TranscriptView
 from .waveform import WaveformView
-
-LICENCE_HTML = (
-    "Moshi's weights are published by Kyutai under the <a href=\"https://creativecommons.org/"
-    'licenses/by/4.0/">Creative Commons Attribution 4.0</a> licence (CC-BY 4.0).'
-)
 
 
 class EngineBridge(QObject):
@@ -439,22 +431,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def show_about(self) -> None:
-        def v(package: str) -> str:
-            try:
-                return version(package)
-            except PackageNotFoundError:
-                return "not installed"
+        from .about_dialog import AboutDialog
 
-        QMessageBox.about(
-            self,
-            "About Moshi Desktop",
-            (
-                f"<h3>Moshi Desktop {v('moshi-desktop')}</h3>"
-                "<p>Talk full duplex with Kyutai's Moshi on your own machine.</p>"
-                f"<p>Python {platform.python_version()} · torch {v('torch')} · "
-                f"PySide6 {v('PySide6-Essentials')}</p><p>{LICENCE_HTML}</p>"
-            ),
-        )
+        AboutDialog(self).exec()
 
     def closeEvent(self, event) -> None:
         self.settings.window_geometry = bytes(self.saveGeometry())

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import __version__, bench, chat, devices, doctor, download, talk
+from app import __version__, bench, chat, devices, doctor, download, selftest, talk
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     download.register,
     doctor.register,
     bench.register,
+    selftest.register,
 )
 
 

@@ -37,14 +37,20 @@ def build_engine():
     )
 
 
-def _check_display() -> None:
-    """Qt aborts the process when it finds no display: say so in a sentence instead."""
-    if (
+def has_display() -> bool:
+    """Whether Qt can open a window here: on Linux it needs X11, Wayland or a platform chosen
+    with QT_QPA_PLATFORM (offscreen, for one)."""
+    return not (
         sys.platform.startswith("linux")
         and not os.environ.get("QT_QPA_PLATFORM")
         and not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY")
-    ):
+    )
+
+
+def _check_display() -> None:
+    """Qt aborts the process when it finds no display: say so in a sentence instead."""
+    if not has_display():
         raise UserError(
             "no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
             "start it from a desktop session, or talk in the terminal with `moshi-desktop chat`"
@@ -74,6 +80,32 @@ def build_window(argv: list[str] | None = None, settings=None):
     window = MainWindow(build_engine(), settings or Settings(), LocalBackend())
     window.show()
     return app, window
+
+
+def check_window() -> str:
+    """Open the window with throwaway settings, check its icon, close it: `self-test`'s check of
+    Qt (its platform plugin, widgets and our icon files). Returns what it saw."""
+    import tempfile
+
+    from PySide6.QtCore import QSettings, qVersion
+
+    from .ui.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="moshi-desktop-window-") as folder:
+        qsettings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
+        app, window = build_window([], Settings(qsettings))
+        try:
+            app.processEvents()
+            sizes = window.windowIcon().availableSizes()
+            if not window.isVisible() or not sizes:
+                raise RuntimeError("the window did not show, or has no icon")
+            return (
+                f"Qt {qVersion()} on the {app.platformName()} platform: the window opened "
+                f"with its icon at {len(sizes)} sizes, and closed"
+            )
+        finally:
+            window.close()  # stops the engine thread
+            qsettings.sync()
 
 
 def main(argv: list[str] | None = None) -> int:

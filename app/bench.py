@@ -17,6 +17,10 @@ Reported per stage and in total: ms per frame at p50, p90 and p99; the real-time
 memory; the LM weights read per frame (every LM weight but the embedding tables, of which one row
 per token is read) and the bandwidth that achieves (weights / (temporal + depformer) p50).
 
+Where the pipeline replays CUDA graphs (a CUDA device, without --no-cuda-graphs or
+NO_CUDA_GRAPH=1), it is timed twice: first without graphs, stage by stage, then with them, where
+the LM step is one graph and only the encode / LM / decode stages are told apart.
+
 `--compare-reference` runs Kyutai's original `moshi` package on the same weights in the same
 process after ours (its Mimi, its LM in `LMGen` with the same sampling), on the same frames, and
 reports both with the speedup (frames per second at the median, ours / original).
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -300,13 +304,15 @@ def _timed_lm(pipeline, now: Callable[[], float], marks: dict[str, float]) -> It
 
 def time_ours(pipeline, audio: np.ndarray, warmup: int) -> dict[str, list[float]]:
     """Stream `audio` [frames, 1920] through `pipeline` from a fresh state; per-frame ms of the
-    frames after `warmup`."""
+    frames after `warmup`. A pipeline replaying CUDA graphs runs its LM step as one graph: its
+    temporal and depformer stages are not told apart."""
     import torch
 
     now = _clock(pipeline.device)
     samples: dict[str, list[float]] = {name: [] for name in ("total", *STAGES)}
     marks: dict[str, float] = {}
-    with torch.inference_mode(), _timed_lm(pipeline, now, marks):
+    split = nullcontext() if pipeline.cuda_graphs else _timed_lm(pipeline, now, marks)
+    with torch.inference_mode(), split:
         for index, frame in enumerate(audio):
             marks.clear()
             start = now()
@@ -583,9 +589,18 @@ def run(args: argparse.Namespace) -> int:
         report.update(frames=args.frames, warmup=args.warmup)
         weight_bytes = lm_weight_bytes_per_frame(pipeline.lm)
         audio = synthetic_input(args.warmup + args.frames)
+        graphs = pipeline.cuda_graphs
+        if graphs:  # time both: eager (stage by stage), then with CUDA graphs
+            pipeline.cuda_graphs = False
+            _log(f"timing ours without CUDA graphs: {args.warmup} + {args.frames} frames ...")
+            report["eager"] = summarize(time_ours(pipeline, audio, args.warmup), weight_bytes)
+            report["eager"].update(_memory(device), frames=args.frames)
+            _reset_device_peak(device)
+            pipeline.reset(seed=args.seed)
+            pipeline.cuda_graphs = True
         _log(f"timing ours: {args.warmup} + {args.frames} frames ...")
         ours = summarize(time_ours(pipeline, audio, args.warmup), weight_bytes)
-        ours.update(_memory(device))
+        ours.update(_memory(device), cuda_graphs=graphs)
         report.update(ours)
         dtype, sampling = pipeline.lm.dtype, pipeline.sampling
         pipeline.close()
@@ -680,6 +695,17 @@ def format_report(report: dict[str, Any]) -> str:
 
     def mb(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f} MB"
+
+    eager = report.get("eager")
+    if eager:
+        lines.append("  the same without CUDA graphs (--no-cuda-graphs):")
+        for label, key in rows:
+            name = key if key == "ms_per_frame" else f"{key}_ms"
+            lines.append(
+                f"  {label:30}"
+                + "".join(f"{_ms(eager[f'{name}_{p}']):>9}" for p in ("p50", "p90", "p99"))
+            )
+        lines.append("")
 
     both("real-time factor (total p50 / 80 ms)", lambda r: f"{r['rtf']:.3f}")
     both("frames per second (1000 / total p50)", lambda r: f"{r['fps']:.1f}")

@@ -61,15 +61,26 @@ def is_cached(config: RunConfig) -> bool:
         return False
 
 
-def load_files(files, device: str, dtype: str, *, sampling=None, seed: int | None = None):
-    """A pipeline from located model files; every failure to load is a UserError."""
+def load_files(
+    files,
+    device: str,
+    dtype: str,
+    *,
+    sampling=None,
+    seed: int | None = None,
+    cuda_graphs: bool | None = None,
+):
+    """A pipeline from located model files; every failure to load is a UserError.
+    `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1."""
     from model.checkpoint import CheckpointError
     from model.config import ConfigError
     from model.pipeline import Pipeline
     from model.text import TokenizerError
 
     try:
-        return Pipeline.load(files, device, dtype, sampling=sampling, seed=seed)
+        return Pipeline.load(
+            files, device, dtype, sampling=sampling, seed=seed, cuda_graphs=cuda_graphs
+        )
     except (CheckpointError, ConfigError, TokenizerError) as e:
         raise UserError(f"cannot load the model: {e}") from e
     except RuntimeError as e:  # no such device, out of memory while loading

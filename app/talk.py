@@ -56,6 +56,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "A -q8 model is int8 whatever this says (a float dtype then applies to the rest). "
         "Mimi always runs in float32",
     )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on a CUDA GPU, launch each step's kernels one by one instead of replaying CUDA "
+        "graphs (slower; also NO_CUDA_GRAPH=1)",
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +134,12 @@ def load_pipeline(args: argparse.Namespace, sampling=None):
     from .local import load_files
 
     return load_files(
-        locate(args), args.device, args.dtype, sampling=sampling, seed=getattr(args, "seed", None)
+        locate(args),
+        args.device,
+        args.dtype,
+        sampling=sampling,
+        seed=getattr(args, "seed", None),
+        cuda_graphs=False if getattr(args, "no_cuda_graphs", False) else None,
     )
 
 

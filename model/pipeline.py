@@ -141,6 +141,17 @@ class Pipeline:
         )
 
     @property
+    def cuda_graphs(self) -> bool:
+        """Whether the stages replay CUDA graphs; switching captures afresh."""
+        return self._encode.enabled
+
+    @cuda_graphs.setter
+    def cuda_graphs(self, on: bool) -> None:
+        for stage in (self._encode, self._advance, self._decode):
+            stage.enabled = on
+            stage.reset()
+
+    @property
     def sampling(self) -> SamplingSettings:
         return self.generator.sampling
 

@@ -142,3 +142,24 @@ def test_synthetic_input_is_fixed_and_voice_like():
     assert audio.shape == (4, 1920) and audio.dtype == "float32"
     assert (audio == bench.synthetic_input(4)).all()
     assert 0.05 < float(abs(audio).max()) <= 1
+
+
+def test_with_cuda_graphs_both_ways_are_timed(capsys, monkeypatch):
+    """Where CUDA graphs run (here a stand-in capture that re-runs the call, on the CPU), the
+    bench times the pipeline without them, stage by stage, and then with them."""
+    from model import pipeline
+    from model.graphs import Graphed
+
+    monkeypatch.setattr(pipeline, "graphs_wanted", lambda device: True)
+    monkeypatch.setattr(Graphed, "_cuda_capture", lambda self, record: record)
+    report = run_json(capsys, "--config", "tiny", "--random-weights")
+    assert report["cuda_graphs"] is True
+    check_timings(report["eager"])
+    assert 0 < report["lm_ms_p50"] <= report["ms_per_frame_p50"]
+    assert report["temporal_ms_p50"] is None  # one graph: not told apart
+
+    monkeypatch.setattr(pipeline, "graphs_wanted", lambda device: True)
+    assert main(["bench", "--config", "tiny", "--random-weights", "--frames", "3"]) == 0
+    assert "without CUDA graphs" in capsys.readouterr().out
+    report = run_json(capsys, "--config", "tiny", "--random-weights", "--no-cuda-graphs")
+    assert report["cuda_graphs"] is False and "eager" not in report

@@ -90,7 +90,7 @@ class StreamingConv1d(StreamingModule):
 # A streaming call carries few frames. Below this many output frames, a conv on the CPU runs
 # faster as one matrix product (weights [C_out, C_in K] @ columns) than through PyTorch's conv
 # kernels, which are tuned for long signals: Mimi's 512 -> 1024 conv on 24 frames takes 5.0 ms
-# as a conv and 1.7 ms as a product (2 cores, fp32; `benchmarks/bench_mimi.py --layers`).
+# as a conv and 1.7 ms as a product (2 cores, fp32; `benchmarks/bench_products.py`).
 FEW_FRAMES = 32
 
 

@@ -40,7 +40,7 @@ class Linear(nn.Linear):
 
     A streaming step multiplies one or a few rows by each weight, which is bound by reading the
     weight, and the CPU's fp32 matrix product reads some layouts far faster than others (2 cores,
-    MKL; `benchmarks/bench_mimi.py --layers`): for one row, x @ W with W stored [in, out]
+    MKL; `benchmarks/bench_products.py`): for one row, x @ W with W stored [in, out]
     (`column_major_cpu_linears`) reads about 20 GB/s against 10 for nn.Linear's [out, in]; for
     two rows (Mimi's two 25 Hz steps per frame), W @ x^T with W stored [out, in] reads about
     29 GB/s against 7 to 14 for x @ W^T in either layout.

@@ -1,0 +1,75 @@
+"""How fast the CPU reads a weight in the products a streaming step makes, by layout and form.
+
+A streaming step multiplies a few rows (or frames) of activations by each weight; reading the
+weight bounds it, and how fast the fp32 matrix product reads it depends on the weight's layout
+in memory and the order of the product. This prints GB/s of weight read for Mimi's and the LM's
+shapes, for each form the model could use:
+
+    W @ X       weight [out, in] row-major, activations [in, N] column-major (Mimi: N = 2, or
+                the few frames of a conv's columns; `model.transformer.Linear`, `model.conv`)
+    X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
+    X @ Wcm     the weight stored [in, out] (column-major for nn.Linear; the LM's one-row steps,
+                `model.transformer.column_major_cpu_linears`)
+
+    python benchmarks/bench_products.py [--threads N] [--megabytes 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+SHAPES = [  # (out, in, rows): where the model meets them
+    (1536, 512, 2),  # Mimi transformer: attention in-projection, two 25 Hz steps per frame
+    (2048, 512, 2),  # Mimi transformer: feed-forward in
+    (512, 2048, 2),  # Mimi transformer: feed-forward out
+    (1024, 3584, 2),  # Mimi decoder: first conv (512 -> 1024, kernel 7) on 2 frames
+    (8192, 1024, 2),  # Mimi decoder: first transposed conv's columns (1024 -> 512 x 16)
+    (1024, 8192, 3),  # Mimi encoder: last strided conv (512 -> 1024, kernel 16) on 3 frames
+    (2048, 512, 1),  # one row, LM-like
+    (4096, 1024, 1),  # one row, LM-like
+]
+
+
+def best_ms(fn, repeats: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--megabytes", type=float, default=200, help="weights per timing (beyond the caches)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"{args.threads} threads, torch {torch.__version__}; GB/s of fp32 weight read, best of 20"
+    )
+    print(f"{'weight [out, in]':>18} {'rows':>5} {'W @ X':>8} {'X @ W^T':>8} {'X @ Wcm':>8}")
+    for out, inp, rows in SHAPES:
+        count = max(1, int(args.megabytes * 1e6 / (out * inp * 4)))
+        weights = [torch.randn(out, inp) for _ in range(count)]
+        stored_t = [w.t().contiguous() for w in weights]  # [in, out]
+        x = torch.randn(rows, inp)
+        gb = count * out * inp * 4 / 1e9
+        forms = [  # (weights, product) per form
+            (weights, lambda w, x=x: torch.mm(w, x.t())),
+            (weights, lambda w, x=x: torch.mm(x, w.t())),
+            (stored_t, lambda w, x=x: torch.mm(x, w)),
+        ]
+        rates = [gb / (best_ms(lambda ws=ws, f=f: [f(w) for w in ws]) / 1000) for ws, f in forms]
+        print(f"{f'[{out}, {inp}]':>18} {rows:>5}" + "".join(f"{r:>9.1f}" for r in rates))
+
+
+if __name__ == "__main__":
+    main()

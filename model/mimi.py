@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig, SEANetConfig
-from .conv import StreamingConv1d, StreamingConvTranspose1d, step_layout
+from .conv import FEW_FRAMES, StreamingConv1d, StreamingConvTranspose1d, step_layout
 from .streaming import StreamingModule
 from .transformer import LayerSpec, Transformer
 
@@ -303,11 +303,15 @@ class Mimi(nn.Module):
 
     def lay_out_for_steps(self) -> None:
         """Lay the weights out in memory as streaming steps read them fastest on the CPU: the
-        transposed convs' weights [C_out K, C_in]; the transformers' linears stay [out, in],
-        best for their two rows a step (see `model.transformer.Linear`)."""
-        for module in self.modules():
-            if isinstance(module, nn.ConvTranspose1d):
-                step_layout(module)
+        weights of the transposed convs that see few frames a step [C_out K, C_in] (the others
+        stay as PyTorch's own kernel wants them); the transformers' linears stay [out, in], best
+        for their two rows a step (see `model.transformer.Linear`)."""
+        frames = 1  # a streaming step's input: one frame of codes
+        for convtr in [self.upsample.convtr, *self.decoder.model]:
+            if isinstance(convtr, StreamingConvTranspose1d):
+                if frames <= FEW_FRAMES:
+                    step_layout(convtr.convtr.convtr)
+                frames *= convtr.convtr.convtr.stride[0]
 
     def _is_streaming(self) -> bool:
         conv = self.encoder.model[0]

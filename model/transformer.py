@@ -102,7 +102,7 @@ def rope_rotation(
 
 def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
-    imaginary parts of pair i, rotated in fp32. x: [B, H, T, D]."""
+    imaginary parts of pair i, rotated in fp32. x: [..., T, D] (queries and keys: [2, B, H, T, D])."""
     cos, sin = rotation
     real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
@@ -255,7 +255,8 @@ class Attention(StreamingModule):
         B, T, _ = x.shape  # [B, T, dim]
         w = step if self.num_steps else 0
         qkv = self.in_projs[w](x).view(B, T, 3, self.num_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, head_dim]
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3 (q, k, v), B, H, T, head_dim]
+        q, k, v = qkv
 
         if self.num_steps:
             assert isinstance(self.state, FrameKVCache) and T == 1 and step is not None
@@ -265,7 +266,7 @@ class Attention(StreamingModule):
             steps = steps or self.locate(T, x.device)
             assert steps is not None
             if steps.rotation is not None:
-                q, k = apply_rope(q, steps.rotation), apply_rope(k, steps.rotation)
+                q, k = apply_rope(qkv[:2], steps.rotation)  # both at once
             if steps.slots is not None:
                 assert isinstance(self.state, RingKVCache)
                 k, v = self.state.append(k, v, steps.slots)

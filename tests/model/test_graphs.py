@@ -80,9 +80,12 @@ def _state_tensors(pipeline: Pipeline) -> dict[str, tuple[int, tuple[int, ...]]]
     return found
 
 
-@pytest.mark.parametrize("sampling", [SamplingSettings(), SamplingSettings(greedy=True)])
-def test_a_frame_reads_nothing_back_to_the_host(tiny_checkpoint, sampling):
-    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=0, sampling=sampling)
+@pytest.mark.parametrize(
+    "sampling, dtype",
+    [(SamplingSettings(), "float32"), (SamplingSettings(greedy=True), "float32"), (None, "int8")],
+)
+def test_a_frame_reads_nothing_back_to_the_host(tiny_checkpoint, sampling, dtype):
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", dtype, seed=0, sampling=sampling)
     frames = _frames(4)
     with torch.inference_mode():
         for n, pcm in enumerate(frames):

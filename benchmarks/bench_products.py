@@ -5,11 +5,12 @@ weight bounds it, and how fast the fp32 matrix product reads it depends on the w
 in memory and the order of the product. This prints GB/s of weight read for Mimi's and the LM's
 shapes, for each form the model could use:
 
-    W @ X       weight [out, in] row-major, activations [in, N] column-major (Mimi: N = 2, or
-                the few frames of a conv's columns; `model.transformer.Linear`, `model.conv`)
+    W @ X       weight [out, in] row-major, activations [in, N] column-major: what the model
+                uses (`model.transformer.Linear`, `model.conv`): Mimi's 2 rows a step or a
+                conv's few frames; the LM's one row, duplicated (N = 2), where MKL's
+                matrix-vector kernel (N = 1) reads at half the speed
     X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
-    X @ Wcm     the weight stored [in, out] (column-major for nn.Linear; the LM's one-row steps,
-                `model.transformer.column_major_cpu_linears`)
+    X @ Wcm     the weight stored [in, out] (column-major for nn.Linear)
 
     python benchmarks/bench_products.py [--threads N] [--megabytes 200]
 """
@@ -28,8 +29,11 @@ SHAPES = [  # (out, in, rows): where the model meets them
     (1024, 3584, 2),  # Mimi decoder: first conv (512 -> 1024, kernel 7) on 2 frames
     (8192, 1024, 2),  # Mimi decoder: first transposed conv's columns (1024 -> 512 x 16)
     (1024, 8192, 3),  # Mimi encoder: last strided conv (512 -> 1024, kernel 16) on 3 frames
-    (2048, 512, 1),  # one row, LM-like
-    (4096, 1024, 1),  # one row, LM-like
+    (768, 256, 1),  # one row: the small LM's depformer in-projection
+    (1408, 256, 1),  # one row: the small LM's depformer feed-forward in
+    (32000, 512, 1),  # one row: the small LM's text head
+    (2048, 512, 1),  # one row
+    (4096, 4096, 1),  # one row: Moshi 7B's attention out-projection
 ]
 
 
@@ -62,8 +66,9 @@ def main() -> None:
         stored_t = [w.t().contiguous() for w in weights]  # [in, out]
         x = torch.randn(rows, inp)
         gb = count * out * inp * 4 / 1e9
+        twice = x.expand(max(rows, 2), -1).contiguous()  # W @ X takes one row twice
         forms = [  # (weights, product) per form
-            (weights, lambda w, x=x: torch.mm(w, x.t())),
+            (weights, lambda w, x=twice: torch.mm(w, x.t())),
             (weights, lambda w, x=x: torch.mm(x, w.t())),
             (stored_t, lambda w, x=x: torch.mm(x, w)),
         ]

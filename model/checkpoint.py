@@ -346,9 +346,9 @@ def load_weights(
             )
         del weight, scale  # the file's pages for this tensor are released here
     module.load_state_dict(tensors, strict=True, assign=assign)
-    for model in module.modules():
-        if isinstance(model, (Mimi, LM)):
-            model.lay_out_for_steps()
+    for mimi in module.modules():
+        if isinstance(mimi, Mimi):
+            mimi.lay_out_for_steps()
 
 
 def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

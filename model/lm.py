@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import LMConfig
-from .transformer import LayerSpec, RMSNorm, Transformer, column_major_cpu_linears
+from .transformer import LayerSpec, Linear, RMSNorm, Transformer
 
 
 class Embedding(nn.Embedding):
@@ -47,11 +47,11 @@ class LM(nn.Module):
         )
         self.transformer = Transformer(temporal, cfg.num_layers)
         self.out_norm = RMSNorm(cfg.dim)
-        self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
+        self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
 
         num_in = cfg.dep_q if cfg.depformer_multi_linear else 1
         self.depformer_in = nn.ModuleList(
-            nn.Linear(cfg.dim, cfg.depformer_dim, bias=False) for _ in range(num_in)
+            Linear(cfg.dim, cfg.depformer_dim, bias=False) for _ in range(num_in)
         )
         self.depformer_text_emb = Embedding(cfg.text_card + 1, cfg.depformer_dim)
         self.depformer_emb = nn.ModuleList(
@@ -71,7 +71,7 @@ class LM(nn.Module):
         )
         self.depformer = Transformer(depth, cfg.depformer_num_layers)
         self.linears = nn.ModuleList(
-            nn.Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q)
+            Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q)
         )
 
     @property
@@ -82,11 +82,6 @@ class LM(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.text_linear.weight.device
-
-    def lay_out_for_steps(self) -> None:
-        """Lay the fp32 linears out [in, out] in memory, what one row a step reads fastest on
-        the CPU (see `model.transformer.Linear`)."""
-        column_major_cpu_linears(self)
 
     def forward_temporal(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, 1 + n_q, T] -> hidden [B, T, dim], text logits [B, T, text_card]."""

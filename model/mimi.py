@@ -304,8 +304,8 @@ class Mimi(nn.Module):
     def lay_out_for_steps(self) -> None:
         """Lay the weights out in memory as streaming steps read them fastest on the CPU: the
         weights of the transposed convs that see few frames a step [C_out K, C_in] (the others
-        stay as PyTorch's own kernel wants them); the transformers' linears stay [out, in], best
-        for their two rows a step (see `model.transformer.Linear`)."""
+        stay as PyTorch's own kernel wants them). The transformers' linears stay [out, in], the
+        layout `model.transformer.Linear` reads fastest."""
         frames = 1  # a streaming step's input: one frame of codes
         for convtr in [self.upsample.convtr, *self.decoder.model]:
             if isinstance(convtr, StreamingConvTranspose1d):

@@ -36,38 +36,28 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose product on the CPU follows the weight's layout in memory.
+    """nn.Linear whose product on the CPU suits a streaming step.
 
-    A streaming step multiplies one or a few rows by each weight, which is bound by reading the
-    weight, and the CPU's fp32 matrix product reads some layouts far faster than others (2 cores,
-    MKL; `benchmarks/bench_products.py`): for one row, x @ W with W stored [in, out]
-    (`column_major_cpu_linears`) reads about 20 GB/s against 10 for nn.Linear's [out, in]; for
-    two rows (Mimi's two 25 Hz steps per frame), W @ x^T with W stored [out, in] reads about
-    29 GB/s against 7 to 14 for x @ W^T in either layout.
+    A step multiplies one or a few rows by each weight, which is bound by reading the weight, and
+    the CPU's fp32 product reads a row-major weight [out, in] 2-3x faster as W @ X (X [in, rows]
+    column-major) than as nn.Linear's X @ W^T, for Mimi's two rows a step and, with the row
+    duplicated (MKL's matrix-vector kernel reads such weights at half the speed), for the LM's
+    one: 20-35 GB/s against 7-20 on this project's 2-core machine (`benchmarks/
+    bench_products.py`). Rows of 4096 or more (Moshi 7B's) read as fast either way: one row
+    takes the plain product there.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         rows = x.numel() // x.shape[-1]
-        if rows == 1 or not w.is_contiguous() or w.device.type != "cpu" or w.dtype != torch.float32:
+        if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
             return F.linear(x, w, self.bias)
-        y = (w @ x.reshape(rows, -1).contiguous().t()).t()  # [out, in] @ [in, rows]
-        y = y.reshape(*x.shape[:-1], w.shape[0])
+        if rows == 1 and w.shape[1] >= 4096:
+            return F.linear(x, w, self.bias)
+        x2 = x.reshape(rows, -1).expand(max(rows, 2), -1).contiguous()  # one row: twice
+        y = torch.mm(w, x2.t())  # [out, in] @ [in, rows (or 2)]
+        y = y[:, :rows].t().reshape(*x.shape[:-1], w.shape[0])
         return y if self.bias is None else y + self.bias
-
-
-def column_major_cpu_linears(module: nn.Module) -> None:
-    """Store each float32 nn.Linear weight on the CPU column-major ([in, out] in memory), the
-    layout one row per step reads fastest (see `Linear`). The parameter keeps its name and its
-    [out, in] shape (it is a transposed view), so state dicts are unchanged. bf16 weights are
-    faster as they are: left alone."""
-    for linear in module.modules():
-        if isinstance(linear, nn.Linear):
-            w = linear.weight
-            if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
-                linear.weight = nn.Parameter(
-                    w.detach().t().contiguous().t(), requires_grad=w.requires_grad
-                )
 
 
 class LayerScale(nn.Module):

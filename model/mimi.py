@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig, SEANetConfig
-from .conv import FEW_FRAMES, StreamingConv1d, StreamingConvTranspose1d, step_layout
+from .conv import FEW_FRAMES, StreamingConv1d, StreamingConvTranspose1d, conv1d, step_layout
 from .streaming import StreamingModule
 from .transformer import LayerSpec, Transformer
 
@@ -233,14 +233,14 @@ class ProjectedRVQ(nn.Module):
     def encode(self, latent: torch.Tensor, n: int) -> torch.Tensor:
         """[B, latent_dim, T] -> codes [B, n, T]."""
         B, _, T = latent.shape
-        x = self.input_proj(latent).transpose(1, 2).reshape(B * T, -1)
+        x = conv1d(latent, self.input_proj).transpose(1, 2).reshape(B * T, -1)
         return self.vq.encode(x, n).view(n, B, T).transpose(0, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n, T] -> [B, latent_dim, T]."""
         B, n, T = codes.shape
         x = self.vq.decode(codes.transpose(0, 1).reshape(n, B * T))  # [B T, D]
-        return self.output_proj(x.view(B, T, -1).transpose(1, 2))
+        return conv1d(x.view(B, T, -1).transpose(1, 2), self.output_proj)
 
 
 class SplitRVQ(nn.Module):

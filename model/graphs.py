@@ -12,12 +12,14 @@ call's inputs into the fixed ones and replays. Its outputs are the graph's own t
 overwritten by the next replay: use them before calling again. Anything `fn` decides in Python
 (a temperature, a branch) is frozen into the capture: `reset()` captures again on a later call.
 
-Graphs are on for CUDA devices unless `NO_CUDA_GRAPH=1` is set (or `enabled=False`).
+Graphs are on for CUDA devices unless `NO_CUDA_GRAPH=1` is set (or `enabled=False`). A stage whose
+capture fails (an op that cannot be captured, an older torch) warns and runs without a graph.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -69,7 +71,18 @@ class Graphed:
                 self._calls_left -= 1
                 return self.fn(*inputs)
             self._inputs = tuple(x.clone() for x in inputs)
-            self._replay = self._capture(self._record)
+            try:
+                self._replay = self._capture(self._record)
+            except Exception as e:  # an op, a driver or a torch version that cannot capture
+                warnings.warn(
+                    f"running {getattr(self.fn, '__qualname__', self.fn)} without a CUDA graph: "
+                    f"capturing it failed ({e})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.reset()
+                self.enabled = False
+                return self.fn(*inputs)
         else:
             if len(inputs) != len(self._inputs):
                 raise ValueError(f"captured with {len(self._inputs)} inputs, got {len(inputs)}")

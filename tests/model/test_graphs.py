@@ -149,6 +149,17 @@ def test_graphed_runs_eagerly_then_replays_on_its_own_inputs():
     assert calls[-1] is b  # eager again after a reset
 
 
+def test_a_failed_capture_falls_back_to_running_eagerly():
+    def refuse(record):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    graphed = Graphed(lambda x: x * 3, enabled=True, warmup=0, capture=refuse)
+    with pytest.warns(RuntimeWarning, match="without a CUDA graph.*not permitted"):
+        assert torch.equal(graphed(torch.ones(2)), torch.full((2,), 3.0))
+    assert not graphed.enabled and not graphed.captured
+    assert torch.equal(graphed(torch.ones(3)), torch.full((3,), 3.0))  # any shape: plain again
+
+
 def test_graphed_is_plain_when_disabled():
     graphed = Graphed(lambda x: x + 1, enabled=False, capture=_rerun)
     for n in range(3):

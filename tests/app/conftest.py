@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests of app/: a fake Moshi server."""
+"""Fixtures shared by the tests of app/: engines that are closed after the test, a fake Moshi
+server."""
 
 from __future__ import annotations
 
@@ -79,3 +80,29 @@ def fake_server():
     server = FakeServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def start_engine():
+    """start_engine(load, open_audio, new_record=None): an `app.engine.Engine` over those,
+    started, and closed when the test ends; `engine.records` holds the records it made."""
+    from app.engine import Engine
+
+    engines = []
+
+    def start(load, open_audio, new_record=None):
+        records = []
+
+        def record():
+            records.append(new_record())
+            return records[-1]
+
+        engine = Engine(load, open_audio, new_record=record if new_record else None)
+        engine.records = records
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.close()

@@ -121,27 +121,13 @@ def _wait_for(engine, kind, predicate=lambda e: True, timeout=20.0):
 
 
 @pytest.fixture
-def make_engine():
-    engines = []
-
+def make_engine(start_engine):
     def make(pipeline, audio, record=True):
-        records = []
-
-        def new_record():
-            records.append(Record())
-            return records[-1]
-
-        engine = Engine(
-            lambda config: pipeline, lambda config: audio, new_record=new_record if record else None
+        return start_engine(
+            lambda config: pipeline, lambda config: audio, Record if record else None
         )
-        engine.records = records
-        engine.start()
-        engines.append(engine)
-        return engine
 
-    yield make
-    for engine in engines:
-        engine.close()
+    return make
 
 
 def test_frames_in_equal_frames_out_with_the_real_pipeline(make_engine, tiny_checkpoint):

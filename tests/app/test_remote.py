@@ -19,7 +19,6 @@ import pytest
 from app.audio import SilentAudio
 from app.engine import (
     AudioBlock,
-    Engine,
     ErrorEvent,
     NewConversation,
     SetSampling,
@@ -100,33 +99,19 @@ def fake(fake_server):
 
 
 @pytest.fixture
-def engine_for():
+def engine_for(start_engine):
     """An engine whose compute is a session with `url` and whose microphone is silence, paced as
     a real one; `engine.records` holds its records."""
-    engines = []
+    from app.session import Conversation
 
     def make(url, options=FAST):
-        from app.session import Conversation
-
-        records = []
-
-        def new_record():
-            records.append(Conversation())
-            return records[-1]
-
-        engine = Engine(
+        return start_engine(
             lambda config: RemoteSession(url, options=options),
             lambda config: SilentAudio(realtime=True),
-            new_record=new_record,
+            Conversation,
         )
-        engine.records = records
-        engine.start()
-        engines.append(engine)
-        return engine
 
-    yield make
-    for engine in engines:
-        engine.close()
+    return make
 
 
 def _until(engine, kind, predicate=lambda e: True, timeout=10.0):

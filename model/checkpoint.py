@@ -448,9 +448,9 @@ def resolve_folder(folder: str | Path) -> ModelFiles:
 
 def load_mimi(files: ModelFiles, device: str | torch.device = "cpu") -> Mimi:
     """Mimi in fp32 (as the original runs it), in eval mode, on `device`."""
-    mimi = Mimi(files.mimi_config)
+    mimi = Mimi(files.mimi_config).to(device)  # on its device first: see Mimi.lay_out_for_steps
     load_weights(mimi, files.mimi_weights)
-    return mimi.to(device).eval()
+    return mimi.eval()
 
 
 def load_lm(

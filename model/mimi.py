@@ -305,7 +305,8 @@ class Mimi(nn.Module):
         """Lay the weights out in memory as streaming steps read them fastest on the CPU: the
         weights of the transposed convs that see few frames a step [C_out K, C_in] (the others
         stay as PyTorch's own kernel wants them). The transformers' linears stay [out, in], the
-        layout `model.transformer.Linear` reads fastest."""
+        layout `model.transformer.Linear` reads fastest. Weights on a GPU are left as they are
+        (a layout made on the CPU would travel with `.to()`: lay out after moving)."""
         frames = 1  # a streaming step's input: one frame of codes
         for convtr in [self.upsample.convtr, *self.decoder.model]:
             if isinstance(convtr, StreamingConvTranspose1d):

@@ -42,9 +42,9 @@ class Linear(nn.Linear):
     the CPU's fp32 product reads a row-major weight [out, in] 2-3x faster as W @ X (X [in, rows]
     column-major) than as nn.Linear's X @ W^T, for Mimi's two rows a step and, with the row
     duplicated (MKL's matrix-vector kernel reads such weights at half the speed), for the LM's
-    one: 20-35 GB/s against 7-20 on this project's 2-core machine (`benchmarks/
-    bench_products.py`). Rows of 4096 or more (Moshi 7B's) read as fast either way: one row
-    takes the plain product there.
+    one: 20-35 GB/s against 7-20 on this project's 2-core machine
+    (`benchmarks/bench_products.py`). Rows of 4096 or more (Moshi 7B's) read as fast either
+    way: one row takes the plain product there.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,8 @@ def rope_rotation(
 
 def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
-    imaginary parts of pair i, rotated in fp32. x: [..., T, D] (queries and keys: [2, B, H, T, D])."""
+    imaginary parts of pair i, rotated in fp32. x: [..., T, D], e.g. queries and keys together
+    as [2, B, H, T, D]."""
     cos, sin = rotation
     real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)

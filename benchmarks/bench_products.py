@@ -6,9 +6,9 @@ in memory and the order of the product. This prints GB/s of weight read for Mimi
 shapes, for each form the model could use:
 
     W @ X       weight [out, in] row-major, activations [in, N] column-major: what the model
-                uses (`model.transformer.Linear`, `model.conv`): Mimi's 2 rows a step or a
-                conv's few frames; the LM's one row, duplicated (N = 2), where MKL's
-                matrix-vector kernel (N = 1) reads at half the speed
+                uses (`model.product`, for `model.transformer.Linear` and `model.conv`): Mimi's
+                2 rows a step or a conv's few frames; the LM's one row, duplicated (N = 2),
+                where MKL's matrix-vector kernel (N = 1) reads at half the speed
     X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
     X @ Wcm     the weight stored [in, out] (column-major for nn.Linear)
 

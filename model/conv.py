@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .product import weight_times
 from .streaming import State, StreamingModule
 
 
@@ -88,30 +89,14 @@ class StreamingConv1d(StreamingModule):
 
 
 # A streaming call carries few frames. Below this many output frames, a conv on the CPU runs
-# faster as one matrix product (weights [C_out, C_in K] @ columns) than through PyTorch's conv
-# kernels, which are tuned for long signals: Mimi's 512 -> 1024 conv on 24 frames takes 5.0 ms
-# as a conv and 1.7 ms as a product (2 cores, fp32; `benchmarks/bench_products.py`).
+# faster as one matrix product (weights [C_out, C_in K] @ columns, `model.product`) than through
+# PyTorch's conv kernels, which are tuned for long signals: Mimi's 512 -> 1024 conv on 24 frames
+# takes 5.0 ms as a conv and 1.7 ms as a product (2 cores, fp32).
 FEW_FRAMES = 32
 
 
 def _few_frames(x: torch.Tensor, frames: int) -> bool:
     return frames <= FEW_FRAMES and x.device.type == "cpu" and x.dtype == torch.float32
-
-
-def _weight_times(w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """w [O, I] (row-major) @ cols [B, I, N] (each [I, N] column-major) -> [B, O, N].
-
-    Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
-    cols^T @ w^T, the form MKL reads 2-4x slower for a few columns. One column goes in twice:
-    MKL's matrix-vector kernel reads the weight at half the speed of its two-column product."""
-    B, _, N = cols.shape
-    if N == 1:
-        cols = cols.expand(-1, -1, 2).transpose(1, 2).contiguous().transpose(1, 2)
-    if B == 1:
-        y = torch.mm(w, cols[0])[None]
-    else:
-        y = torch.bmm(w.expand(B, -1, -1), cols)
-    return y[..., :N]
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -125,7 +110,7 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     B, C, _ = x.shape
     cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
     cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # frame-major: the fast operand
-    y = _weight_times(w.view(C_out, C * K), cols.transpose(1, 2))  # [B, C_out, frames]
+    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2))  # [B, C_out, frames]
     return y if conv.bias is None else y + conv.bias[:, None]
 
 
@@ -146,7 +131,7 @@ def conv_transpose1d(x: torch.Tensor, convtr: nn.ConvTranspose1d) -> torch.Tenso
     if convtr.groups == 1:
         w = w.reshape(C, out_per_group * K).t()  # [C_out K, C_in]
         if w.is_contiguous():  # laid out by step_layout: [C_out K, C_in] @ [C_in, T]
-            cols = _weight_times(w, x.transpose(1, 2).contiguous().transpose(1, 2))
+            cols = weight_times(w, x.transpose(1, 2).contiguous().transpose(1, 2))
         else:
             cols = (x.transpose(1, 2) @ w.t()).transpose(1, 2)
     elif convtr.groups == C and out_per_group == 1:  # depthwise: each channel its own kernel

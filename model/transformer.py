@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .product import weight_times
 from .streaming import State, StreamingModule
 
 
@@ -36,16 +37,9 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose product on the CPU suits a streaming step.
-
-    A step multiplies one or a few rows by each weight, which is bound by reading the weight, and
-    the CPU's fp32 product reads a row-major weight [out, in] 2-3x faster as W @ X (X [in, rows]
-    column-major) than as nn.Linear's X @ W^T, for Mimi's two rows a step and, with the row
-    duplicated (MKL's matrix-vector kernel reads such weights at half the speed), for the LM's
-    one: 20-35 GB/s against 7-20 on this project's 2-core machine
-    (`benchmarks/bench_products.py`). Rows of 4096 or more (Moshi 7B's) read as fast either
-    way: one row takes the plain product there.
-    """
+    """nn.Linear whose product on the CPU suits a streaming step: W @ X for one or a few rows
+    (`model.product`). Rows of 4096 or more (Moshi 7B's) read as fast either way: one row takes
+    the plain product there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
@@ -54,9 +48,8 @@ class Linear(nn.Linear):
             return F.linear(x, w, self.bias)
         if rows == 1 and w.shape[1] >= 4096:
             return F.linear(x, w, self.bias)
-        x2 = x.reshape(rows, -1).expand(max(rows, 2), -1).contiguous()  # one row: twice
-        y = torch.mm(w, x2.t())  # [out, in] @ [in, rows (or 2)]
-        y = y[:, :rows].t().reshape(*x.shape[:-1], w.shape[0])
+        cols = x.reshape(1, rows, -1).contiguous().transpose(1, 2)  # [1, in, rows] column-major
+        y = weight_times(w, cols)[0].t().reshape(*x.shape[:-1], w.shape[0])
         return y if self.bias is None else y + self.bias
 
 

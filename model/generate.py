@@ -12,7 +12,10 @@ chose at step s - 1. The first `max_delay` steps return nothing; step s >= max_d
 text token and the un-delayed codes of Moshi's frame s - max_delay.
 
 Sampling needs no host synchronisation: top-k, then the argmax of probabilities divided by
-exponential noise, which draws from the same distribution as multinomial sampling.
+exponential noise, which draws from the same distribution as multinomial sampling. The
+temperatures are read from a tensor on the device, so a captured step (`model/graphs.py`) follows
+a temperature slider without being captured again; whether a stream is greedy and its top-k shape
+the step itself (`SamplingSettings.step_shape`).
 """
 
 from __future__ import annotations
@@ -51,13 +54,30 @@ class SamplingSettings:
         settings.greedy = not config.get("use_sampling", True)
         return settings
 
+    @property
+    def greedy_text(self) -> bool:
+        return self.greedy or self.text_temperature <= 0
+
+    @property
+    def greedy_audio(self) -> bool:
+        return self.greedy or self.temperature <= 0
+
+    def step_shape(self) -> tuple[bool, bool, int, int]:
+        """What these settings decide about the step's ops; the temperatures only feed numbers
+        into them. Settings of the same shape share a captured step."""
+        return self.greedy_text, self.greedy_audio, self.text_top_k, self.top_k
+
 
 def sample(
-    logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float | torch.Tensor,
+    top_k: int,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """logits [..., V] -> tokens [...], drawn from softmax(logits / temperature) cut to top k."""
+    """logits [..., V] -> tokens [...], drawn from softmax(logits / temperature) cut to top k.
+    A float temperature <= 0 takes the argmax; a tensor one (0-d, fp32) must be positive."""
     logits = logits.float()
-    if temperature <= 0:
+    if isinstance(temperature, (int, float)) and temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     indices = None
@@ -91,6 +111,8 @@ class FrameGenerator(StreamingModule):
     def __init__(self, lm: LM, sampling: SamplingSettings | None = None, seed: int | None = None):
         super().__init__()
         self.lm = lm
+        # [text, audio] temperatures, read by the step on the device; updated in place.
+        self._temperatures = torch.ones(2, device=lm.device, dtype=torch.float32)
         self.sampling = sampling or SamplingSettings()
         self.rng = torch.Generator(device=lm.device)
         self.seed(seed)
@@ -103,6 +125,16 @@ class FrameGenerator(StreamingModule):
         self._initial = torch.tensor(initial, device=device)[None, :, None]  # [1, 1 + n_q, 1]
         self._user_channels = torch.arange(1 + cfg.dep_q, 1 + cfg.n_q, device=device)
         self._moshi_channels = torch.arange(1 + cfg.dep_q, device=device)
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return self._sampling
+
+    @sampling.setter
+    def sampling(self, settings: SamplingSettings) -> None:
+        self._sampling = settings
+        temperatures = [settings.text_temperature, settings.temperature]
+        self._temperatures.copy_(torch.tensor(temperatures, dtype=torch.float32))
 
     def seed(self, seed: int | None) -> None:
         """A fixed seed repeats a conversation exactly; None draws a fresh one."""
@@ -156,24 +188,14 @@ class FrameGenerator(StreamingModule):
         inside_delay = (state.step <= self._delays)[None, :, None]
         tokens = torch.where(inside_delay, self._initial, current)
 
+        text_temperature = 0.0 if settings.greedy_text else self._temperatures[0]
+        audio_temperature = 0.0 if settings.greedy_audio else self._temperatures[1]
         hidden, text_logits = self.lm.forward_temporal(tokens)
-        text = sample(
-            text_logits[:, 0],
-            0.0 if settings.greedy else settings.text_temperature,
-            settings.text_top_k,
-            self.rng,
-        )  # [B]
+        text = sample(text_logits[:, 0], text_temperature, settings.text_top_k, self.rng)  # [B]
         chosen = [text]
         for k in range(self.lm.cfg.dep_q):
             logits = self.lm.forward_depth(k, chosen[-1][:, None], hidden)
-            chosen.append(
-                sample(
-                    logits[:, 0],
-                    0.0 if settings.greedy else settings.temperature,
-                    settings.top_k,
-                    self.rng,
-                )
-            )
+            chosen.append(sample(logits[:, 0], audio_temperature, settings.top_k, self.rng))
 
         # Moshi's choices become the next step's input.
         state.step += 1

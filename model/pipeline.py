@@ -157,8 +157,12 @@ class Pipeline:
 
     @sampling.setter
     def sampling(self, settings: SamplingSettings) -> None:
-        self.generator.sampling = settings  # applies from the next step
-        self._advance.reset()  # the settings are frozen into a captured step
+        """Applies from the next step. A captured LM step reads the temperatures from the
+        device, so only a change of greedy or top-k (`step_shape`) captures it again."""
+        reshaped = settings.step_shape() != self.generator.sampling.step_shape()
+        self.generator.sampling = settings
+        if reshaped:
+            self._advance.reset()
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new conversation: every streaming state back to its start."""

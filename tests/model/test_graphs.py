@@ -6,6 +6,7 @@ The capture itself needs a GPU; here a stand-in capture (which re-runs the recor
 the wrapper's bookkeeping and the pipeline's use of it.
 """
 
+import copy
 from contextlib import contextmanager
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from model.generate import SamplingSettings
+from model.generate import FrameGenerator, SamplingSettings
 from model.graphs import Graphed, graphs_wanted
 from model.pipeline import Pipeline
 
@@ -196,3 +197,61 @@ def test_graphed_pipeline_gives_the_eager_results(tiny_checkpoint, monkeypatch):
     assert [r.text_token for r in graphed] == [r.text_token for r in eager]
     for g, e in zip(graphed, eager):
         assert (g.pcm is None and e.pcm is None) or np.array_equal(g.pcm, e.pcm)
+
+
+def _freezing_python(captures: list[str]):
+    """A stand-in capture that freezes what the LM step decided in Python, as a CUDA graph does:
+    each 'replay' re-runs the step with the sampling settings seen at capture, while tensors (the
+    device-side temperatures among them) are read afresh. Records which stages were captured."""
+
+    def capture(graphed: Graphed, record):
+        captures.append(graphed.fn.__name__)
+        generator = getattr(graphed.fn, "__self__", None)
+        if not isinstance(generator, FrameGenerator):
+            return record
+        frozen = copy.copy(generator.sampling)
+
+        def replay():
+            live = generator.sampling
+            generator._sampling = frozen  # bypasses the setter: the tensors stay live
+            try:
+                record()
+            finally:
+                generator._sampling = live
+
+        return replay
+
+    return capture
+
+
+def test_a_captured_step_follows_the_temperature_without_capturing_again(
+    tiny_checkpoint, monkeypatch
+):
+    """Dragging a temperature slider changes the settings every frame: a captured LM step takes
+    each new temperature as eager steps do, and only a change of top-k (or greedy) captures it
+    again."""
+    frames = _frames(24)
+    drag = {2 * i: t for i, t in enumerate([1.0, 0.05, 3.0, 0.2, 2.0, 0.6, 1.4, 0.1, 2.5])}
+
+    def converse(pipeline: Pipeline, temperatures: dict[int, float]):
+        results = []
+        for i, pcm in enumerate(frames):
+            if i in temperatures:
+                t = temperatures[i]
+                pipeline.sampling = SamplingSettings(temperature=t, text_temperature=t / 2)
+            if i == 20:
+                pipeline.sampling = SamplingSettings(temperature=1.0, top_k=5, text_top_k=3)
+            results.append(pipeline.step(pcm))
+        return [(r.text_token, r.audio_tokens) for r in results]
+
+    captures: list[str] = []
+    monkeypatch.setattr(Graphed, "_cuda_capture", _freezing_python(captures))
+    eager = converse(Pipeline.load(tiny_checkpoint, "cpu", seed=3, cuda_graphs=False), drag)
+    steady = converse(Pipeline.load(tiny_checkpoint, "cpu", seed=3, cuda_graphs=False), {0: 1.0})
+    assert eager != steady  # the temperatures change what is drawn
+    assert captures == []
+
+    graphed = converse(Pipeline.load(tiny_checkpoint, "cpu", seed=3, cuda_graphs=True), drag)
+    assert graphed == eager
+    # Captured on the second frame (the first warms up) and again after the new top-k.
+    assert captures.count("advance") == 2

@@ -256,7 +256,14 @@ class MainWindow(QMainWindow):
         ):
             label.setAccessibleName(name)
             bar.addPermanentWidget(label)
+        bar.messageChanged.connect(self._on_status_message)
         self._describe_model()
+
+    @Slot(str)
+    def _on_status_message(self, message: str) -> None:
+        """A message takes the model's place while it shows: beside all the figures, a message
+        of a few words would be cut off at the window's usual width."""
+        self.model_label.setVisible(not message)
 
     def _describe_model(self) -> None:
         s = self.settings
@@ -341,10 +348,9 @@ class MainWindow(QMainWindow):
         elif state == "running":
             self.statusBar().clearMessage()
             if not self.settings.half_duplex:
+                # Short enough to fit beside the status widgets at the window's minimum width.
                 self.statusBar().showMessage(
-                    "Headphones recommended: with speakers Moshi hears itself (or turn on "
-                    "Half duplex).",
-                    8000,
+                    "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
                 )
         elif state == "finished":
             self.statusBar().showMessage("The input ended.", 5000)

@@ -243,3 +243,28 @@ def test_an_unreachable_server_says_so_and_the_window_stays_usable(qtbot, tmp_pa
     qtbot.waitUntil(window.banner.isVisible, timeout=10000)
     assert "connection refused" in window.banner.label.text()
     assert window.state == "error" and window.start_button.text() == "&Start"
+
+
+def test_a_status_message_shows_whole_beside_the_figures(make_window, qtbot):
+    window = make_window()
+    settings = window.settings
+    settings.model_source, settings.compute_device = "kyutai/moshiko-pytorch-bf16", "cuda"
+    window._describe_model()
+    window.speed_label.setText("65 ms/frame · RTF 0.81")
+    window.latency_label.setText("latency 175 ms")
+    window.drops_label.setText("dropped 0 · xruns 0")
+    window.elapsed_label.setText("12:34")
+    bar = window.statusBar()
+
+    def room_for_the_message() -> int:
+        qtbot.wait(50)  # let the bar lay its widgets out
+        labels = [w for w in bar.findChildren(type(window.speed_label)) if w.isVisible()]
+        return min(w.geometry().x() for w in labels)
+
+    assert window.model_label.isVisible()
+    window.on_state("running")  # the headphones advice
+    message = bar.currentMessage()
+    assert message
+    assert bar.fontMetrics().horizontalAdvance(message) < room_for_the_message()
+    bar.clearMessage()
+    assert window.model_label.isVisible()

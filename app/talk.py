@@ -127,9 +127,10 @@ def _sampling(args: argparse.Namespace):
     )
 
 
-def load_pipeline(args: argparse.Namespace, sampling=None):
+def load_pipeline(args: argparse.Namespace, sampling=None, warm_up: bool = False):
     """Load the model named by --model/--device/--dtype (downloading what is missing, with a
-    progress bar), turning every failure into a UserError."""
+    progress bar), turning every failure into a UserError. `warm_up`: for a live conversation
+    (see `Pipeline.warm_up`)."""
     from .download import locate
     from .local import load_files
 
@@ -140,6 +141,7 @@ def load_pipeline(args: argparse.Namespace, sampling=None):
         sampling=sampling,
         seed=getattr(args, "seed", None),
         cuda_graphs=False if getattr(args, "no_cuda_graphs", False) else None,
+        warm_up=warm_up,
     )
 
 

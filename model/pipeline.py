@@ -174,6 +174,20 @@ class Pipeline:
             self.generator.seed(seed)
             self._advance.reset()
 
+    def warm_up(self) -> None:
+        """Run a few frames of silence, then forget them, so that a conversation's first frames
+        run at full speed: kernels chosen, memory allocated, each stage's CUDA graph captured
+        (Kyutai's server warms up the same way before its first client). The random state is
+        put back: a seeded conversation is the same with or without a warm-up."""
+        rng_state = self.generator.rng.get_state()
+        silence = np.zeros(FRAME_SIZE, dtype=np.float32)
+        # One eager call per stage, one capture, one replay; Mimi decode starts a step later.
+        for _ in range(self.generator.max_delay + 3):
+            self.step(silence)
+        self._sync()
+        self.reset()
+        self.generator.rng.set_state(rng_state)
+
     def close(self) -> None:
         stop_streaming(self.mimi)
         stop_streaming(self.generator)

@@ -255,3 +255,17 @@ def test_a_captured_step_follows_the_temperature_without_capturing_again(
     assert graphed == eager
     # Captured on the second frame (the first warms up) and again after the new top-k.
     assert captures.count("advance") == 2
+
+
+def test_a_warm_up_captures_every_stage(tiny_checkpoint, monkeypatch):
+    """After `warm_up` a conversation's first frame replays graphs: no capture mid-conversation."""
+    captures: list[str] = []
+    monkeypatch.setattr(Graphed, "_cuda_capture", _freezing_python(captures))
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=0, cuda_graphs=True)
+    pipeline.warm_up()
+    stages = (pipeline._encode, pipeline._advance, pipeline._decode)
+    assert all(stage.captured for stage in stages)
+    assert sorted(captures) == ["advance", "decode", "encode"]
+    for pcm in _frames(4):
+        pipeline.step(pcm)
+    assert len(captures) == 3

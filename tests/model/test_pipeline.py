@@ -37,6 +37,23 @@ def test_reset_starts_a_new_conversation(tiny_checkpoint):
     assert "".join(r.text for r in first) == "".join(r.text for r in again)
 
 
+def test_a_warm_up_leaves_the_conversation_as_it_was(tiny_checkpoint):
+    frames = _frames(12)
+    cold = _run(Pipeline.load(tiny_checkpoint, "cpu", seed=5), frames)
+    warmed = Pipeline.load(tiny_checkpoint, "cpu", seed=5)
+    warmed.warm_up()
+    assert warmed.frames == 0
+    again = _run(warmed, frames)
+    assert [(r.text_token, r.audio_tokens) for r in again] == [
+        (r.text_token, r.audio_tokens) for r in cold
+    ]
+    assert all(
+        (a.pcm is None and b.pcm is None) or np.array_equal(a.pcm, b.pcm)
+        for a, b in zip(again, cold)
+    )
+    assert "".join(r.text for r in again) == "".join(r.text for r in cold)
+
+
 def test_sampling_settings_apply_from_the_next_step(tiny_checkpoint):
     frames = _frames(12)
     greedy = _run(

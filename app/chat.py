@@ -199,11 +199,7 @@ def _compute(args: argparse.Namespace):
         from .talk import _sampling
 
         sampling = _sampling(args)
-
-        def load(config):
-            return load_pipeline(args, sampling, warm_up=True)
-
-        return load, str(args.model), sampling
+        return (lambda config: load_pipeline(args, sampling)), str(args.model), sampling
 
     from .engine import SetSampling
     from .remote import RemoteSession, server_url

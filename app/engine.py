@@ -324,6 +324,14 @@ class Engine:
             remote = isinstance(self.pipeline, Connection)
             self.pipeline.sampling = self._sampling if remote else self._sampling.to_model()
 
+    def _warm_up(self) -> None:
+        """A local model runs a few silent frames while it loads, with the user's sampling
+        settings in place (`model.pipeline.Pipeline.warm_up`), so that the conversation's first
+        frames run at full speed, without a CUDA graph capture among them."""
+        warm_up = getattr(self.pipeline, "warm_up", None)
+        if warm_up is not None and not isinstance(self.pipeline, Connection):
+            warm_up()
+
     def _start(self, config: object) -> None:
         if self.state in ACTIVE_STATES:
             return
@@ -336,6 +344,7 @@ class Engine:
             self.pipeline = self._load_pipeline(config)
             self._model_key = model_key
             self._apply_sampling()
+            self._warm_up()
         self._config = config
         if isinstance(self.pipeline, Connection):
             self._connect()

@@ -69,26 +69,21 @@ def load_files(
     sampling=None,
     seed: int | None = None,
     cuda_graphs: bool | None = None,
-    warm_up: bool = False,
 ):
     """A pipeline from located model files; every failure to load is a UserError.
-    `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1.
-    `warm_up`: run a few silent frames first (`Pipeline.warm_up`), for a live conversation."""
+    `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1."""
     from model.checkpoint import CheckpointError
     from model.config import ConfigError
     from model.pipeline import Pipeline
     from model.text import TokenizerError
 
     try:
-        pipeline = Pipeline.load(
+        return Pipeline.load(
             files, device, dtype, sampling=sampling, seed=seed, cuda_graphs=cuda_graphs
         )
-        if warm_up:
-            pipeline.warm_up()
-        return pipeline
     except (CheckpointError, ConfigError, TokenizerError) as e:
         raise UserError(f"cannot load the model: {e}") from e
-    except RuntimeError as e:  # no such device, out of memory while loading or warming up
+    except RuntimeError as e:  # no such device, out of memory while loading
         raise UserError(f"cannot load the model on {device}: {e}") from e
 
 
@@ -98,7 +93,7 @@ def load_pipeline(config: RunConfig):
         from .remote import RemoteSession
 
         return RemoteSession(config.server, seed=config.seed)
-    return load_files(locate(config), config.device, config.dtype, seed=config.seed, warm_up=True)
+    return load_files(locate(config), config.device, config.dtype, seed=config.seed)
 
 
 def open_audio(config: RunConfig):

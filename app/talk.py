@@ -127,10 +127,9 @@ def _sampling(args: argparse.Namespace):
     )
 
 
-def load_pipeline(args: argparse.Namespace, sampling=None, warm_up: bool = False):
+def load_pipeline(args: argparse.Namespace, sampling=None):
     """Load the model named by --model/--device/--dtype (downloading what is missing, with a
-    progress bar), turning every failure into a UserError. `warm_up`: for a live conversation
-    (see `Pipeline.warm_up`)."""
+    progress bar), turning every failure into a UserError."""
     from .download import locate
     from .local import load_files
 
@@ -141,7 +140,6 @@ def load_pipeline(args: argparse.Namespace, sampling=None, warm_up: bool = False
         sampling=sampling,
         seed=getattr(args, "seed", None),
         cuda_graphs=False if getattr(args, "no_cuda_graphs", False) else None,
-        warm_up=warm_up,
     )
 
 

@@ -154,6 +154,33 @@ def test_frames_in_equal_frames_out_with_the_real_pipeline(make_engine, tiny_che
     assert any(isinstance(e, Stats) for e in events)
 
 
+def test_the_model_warms_up_with_the_users_settings_before_the_conversation(
+    make_engine, tiny_checkpoint, monkeypatch
+):
+    """Every stage is captured while loading (here with a stand-in for the CUDA graph capture),
+    after the sampling settings sent before Start: none is captured during the conversation."""
+    from model.graphs import Graphed
+    from model.pipeline import Pipeline
+
+    captured = []
+    monkeypatch.setattr(
+        Graphed, "_cuda_capture", lambda self, record: captured.append(self.fn.__name__) or record
+    )
+    audio = QueueAudio()
+    audio.push(*[_frame(0.1)] * 6)
+    audio.end()
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=0, cuda_graphs=True)
+    engine = make_engine(pipeline, audio)
+    engine.send(SetSampling(top_k=7, text_top_k=3))  # another top-k: another step to capture
+    engine.send(Start())
+    _wait_for(engine, StateChanged, lambda e: e.state == "running")
+    assert sorted(captured) == ["advance", "decode", "encode"]
+    _wait_for(engine, StateChanged, lambda e: e.state == "finished")
+    assert pipeline.sampling.top_k == 7
+    assert len(captured) == 3
+    assert [f[0] for f in engine.records[0].frames] == list(range(6))
+
+
 def test_stop_start_and_new_conversation(make_engine):
     audio, pipeline = QueueAudio(), SpyPipeline()
     engine = make_engine(pipeline, audio)

@@ -348,7 +348,7 @@ class MainWindow(QMainWindow):
         elif state == "running":
             self.statusBar().clearMessage()
             if not self.settings.half_duplex:
-                # Short enough to fit beside the status widgets at the window's minimum width.
+                # Short enough to fit beside the status figures at the window's usual width.
                 self.statusBar().showMessage(
                     "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
                 )

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # A copy of model.hub.LICENSE (tests keep them equal), so showing it needs no torch import.
@@ -88,7 +88,8 @@ class CheckResult:
 
     `files`: the files to download when not cached (all of them when cached), with sizes where
     known. `message` (one sentence) and `missing`/`reason` say why it is not ready, as in
-    `FetchFailed`. `description`: what the model is, for the known Kyutai repositories."""
+    `FetchFailed`. `description`: what the model is, for the known Kyutai repositories.
+    `advice`: a word on running it on this machine, before downloading it (see `ModelFetch`)."""
 
     source: str
     cached: bool
@@ -100,6 +101,7 @@ class CheckResult:
     offline: bool = False
     is_repo: bool = True
     description: str = ""
+    advice: str = ""
 
     @property
     def total_size(self) -> int | None:
@@ -252,6 +254,8 @@ class ModelFetch:
     `start_check()` puts one CheckResult. Progress events come at most every `min_interval`
     seconds per file, plus each file's first and last. `notify`, if given, is called on the
     worker with each event just after it is put (to wake a reader instead of polling).
+    `advise`, if given, is called on the worker with a check's result when there is something to
+    download; what it says becomes the result's `advice` (a failure in it says nothing).
     """
 
     def __init__(
@@ -263,8 +267,10 @@ class ModelFetch:
         min_interval: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[FetchEvent], None] | None = None,
+        advise: Callable[[CheckResult], str] | None = None,
     ):
         self.source, self.revision, self.offline = source, revision, offline
+        self.advise = advise
         self.min_interval, self.clock, self.notify = min_interval, clock, notify
         self.events = _NotifyingQueue(notify)
         self._thread: threading.Thread | None = None
@@ -312,6 +318,11 @@ class ModelFetch:
             result = self.check()
         except Exception as e:  # a bug, or something check did not foresee: say it, end
             result = CheckResult(self.source, False, message=f"the model cannot be checked ({e})")
+        if self.advise is not None and not result.cached and result.is_repo:
+            try:
+                result = replace(result, advice=self.advise(result))
+            except Exception:  # advice is a courtesy: the download goes on without it
+                pass
         self._plan = result
         self.events.put(result)
 

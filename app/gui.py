@@ -23,7 +23,12 @@ class LocalBackend:
     def make_fetch(config):
         from .fetch import ModelFetch
 
-        return ModelFetch(config.model, revision=config.revision, offline=config.offline or None)
+        return ModelFetch(
+            config.model,
+            revision=config.revision,
+            offline=config.offline or None,
+            advise=lambda check: local.download_advice(config, check),
+        )
 
 
 def build_engine():

@@ -96,6 +96,33 @@ def load_pipeline(config: RunConfig):
     return load_files(locate(config), config.device, config.dtype, seed=config.seed)
 
 
+# A download this big is a full-size Moshi (7B: 15.4 GB in bfloat16, 8 GB in int8), which a CPU
+# runs many times slower than real time (`doctor` says about 20x).
+_BIG_DOWNLOAD = 4_000_000_000
+
+
+def download_advice(config: RunConfig, check) -> str:
+    """What to know before downloading the model `check` (an app.fetch.CheckResult) describes:
+    that this machine cannot hold a live conversation with it, when the model is full-size and
+    it would run on the CPU. Imports torch: call it off the GUI thread."""
+    if check.total_size is None or check.total_size < _BIG_DOWNLOAD:
+        return ""
+    from model.pipeline import resolve_device
+
+    try:
+        device = resolve_device(config.device)
+    except RuntimeError as e:  # CUDA asked for and not there, say
+        return f"{e}."
+    if device.type != "cpu":
+        return ""
+    where = "has no GPU that PyTorch can use" if config.device == "auto" else "is set to the CPU"
+    return (
+        f"This computer {where}: a model this size runs there many times slower than real "
+        "time, too slow for a conversation (moshi-desktop talk still works on audio files). "
+        "To talk with Moshi, choose “On a server” in Settings → Where Moshi runs."
+    )
+
+
 def open_audio(config: RunConfig):
     from .audio import DeviceAudio, FileAudio
 

@@ -102,6 +102,12 @@ class DownloadDialog(QDialog):
         self.description_label.hide()
         self.size_label = QLabel()
         self.size_label.setAccessibleName("Download size")
+        self.advice_label = QLabel()
+        self.advice_label.setAccessibleName("Before you download")
+        self.advice_label.setWordWrap(True)
+        self.advice_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.advice_label.setStyleSheet("color: #b35900;")
+        self.advice_label.hide()
         self.licence_label = QLabel(_licence_html())
         self.licence_label.setAccessibleName("Licence")
         self.licence_label.setWordWrap(True)
@@ -141,6 +147,7 @@ class DownloadDialog(QDialog):
         layout = QVBoxLayout(self)
         for widget in (self.title_label, self.description_label, self.size_label):
             layout.addWidget(widget)
+        layout.addWidget(self.advice_label)
         layout.addWidget(self.licence_label)
         layout.addSpacing(8)
         for widget in (self.file_label, self.progress_bar, self.bytes_label, self.speed_label):
@@ -308,6 +315,8 @@ class DownloadDialog(QDialog):
         if result.description:
             self.description_label.setText(html.escape(result.description))
             self.description_label.show()
+        self.advice_label.setText(result.advice)
+        self.advice_label.setVisible(bool(result.advice))
         count = len(result.files)
         files = f"{count} files" if count != 1 else "1 file"
         if result.total_size is not None:

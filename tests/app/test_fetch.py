@@ -109,6 +109,27 @@ def test_check_runs_on_a_worker_and_puts_its_result(hub):
     assert hub.requests == []  # offline: not even the sizes are asked for
 
 
+def test_advice_on_the_check_comes_from_the_worker_and_never_stops_it(hub):
+    seen = []
+
+    def advise(result):
+        seen.append((threading.current_thread().name, result.source, result.cached))
+        return "Think twice."
+
+    fetch = ModelFetch(REPO, offline=True, advise=advise)
+    fetch.start_check()
+    assert fetch.events.get(timeout=60).advice == "Think twice."
+    assert seen == [("model-fetch", REPO, False)]
+
+    def broken(result):
+        raise RuntimeError("no torch here")
+
+    fetch = ModelFetch(REPO, offline=True, advise=broken)
+    fetch.start_check()
+    result = fetch.events.get(timeout=60)
+    assert result.advice == "" and f"{REPO}/config.json" in result.missing
+
+
 def test_sizes_from_the_hub_give_overall_progress(hub, tiny_checkpoint, monkeypatch):
     from huggingface_hub import HfApi
 

@@ -4,6 +4,7 @@ on 127.0.0.1). Events are put in the queue as the worker would; the dialog's tim
 import queue
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,16 @@ def test_the_offer_names_the_model_its_size_and_licence(qtbot):
     assert dialog.download_button.text() == "&Download" and dialog.close_button.isVisible()
     assert not dialog.progress_bar.isVisible() and not dialog.cancel_button.isVisible()
     assert dialog.progress_bar.accessibleName() == "Download progress"
+
+
+def test_advice_shows_with_the_offer_when_there_is_some(qtbot):
+    dialog, _ = offered(qtbot)
+    assert not dialog.advice_label.isVisible()
+    advice = "This computer has no GPU that PyTorch can use: <b>slow</b>."
+    dialog, _ = offered(qtbot, ScriptedFetch(replace(NOT_CACHED, advice=advice)))
+    assert dialog.advice_label.isVisible() and dialog.advice_label.text() == advice
+    assert dialog.advice_label.textFormat() == Qt.TextFormat.PlainText
+    assert dialog.download_button.isVisible()  # advice, not a refusal
 
 
 def test_progress_speed_and_time_left_then_done_accepts(qtbot):

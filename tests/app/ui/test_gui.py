@@ -27,3 +27,14 @@ def test_no_display_is_one_clear_line(monkeypatch, capsys):
     assert main([]) == 1
     err = capsys.readouterr().err
     assert "no display" in err and "moshi-desktop chat" in err and err.count("\n") == 1
+
+
+def test_the_download_offer_carries_the_local_advice(monkeypatch):
+    import app.gui
+    from app.fetch import CheckResult, FileInfo
+    from app.local import RunConfig
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    fetch = app.gui.LocalBackend.make_fetch(RunConfig(model="kyutai/moshiko", device="cpu"))
+    big = CheckResult("kyutai/moshiko", False, files=(FileInfo("model", 15_400_000_000),))
+    assert "On a server" in fetch.advise(big)

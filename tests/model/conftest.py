@@ -29,56 +29,14 @@ from torch import nn
 from model.checkpoint import load_weights
 from model.config import MimiConfig
 from model.mimi import Mimi
+from model.tiny import TINY_MIMI
 
 FRAME = 1920  # samples per 80 ms frame at 24 kHz
 
 # Kyutai's format (what `mimi_config_name` points to): the keyword arguments of each part.
-SMALL_CONFIG: dict[str, Any] = {
-    "sample_rate": 24000,
-    "channels": 1,
-    "frame_rate": 12.5,
-    "seanet": {
-        "channels": 1,
-        "dimension": 32,
-        "causal": True,
-        "n_filters": 8,
-        "n_residual_layers": 1,
-        "activation": "ELU",
-        "compress": 2,
-        "dilation_base": 2,
-        "disable_norm_outer_blocks": 0,
-        "kernel_size": 7,
-        "residual_kernel_size": 3,
-        "last_kernel_size": 3,
-        "norm": "none",
-        "pad_mode": "constant",
-        "ratios": [8, 6, 5, 4],
-        "true_skip": True,
-    },
-    "quantizer": {
-        "dimension": 16,
-        "n_q": 8,
-        "bins": 64,
-        "input_dimension": 32,
-        "output_dimension": 32,
-    },
-    "transformer": {
-        "d_model": 32,
-        "num_heads": 2,
-        "num_layers": 2,
-        "causal": True,
-        "layer_scale": 0.01,
-        "context": 20,
-        "conv_layout": True,
-        "max_period": 10000,
-        "gating": "none",
-        "norm": "layer_norm",
-        "positional_embedding": "rope",
-        "dim_feedforward": 64,
-        "input_dimension": 32,
-        "output_dimensions": [32],
-    },
-}
+# model.tiny's Mimi with SEANet twice as wide.
+SMALL_CONFIG: dict[str, Any] = copy.deepcopy(TINY_MIMI)
+SMALL_CONFIG["seanet"]["n_filters"] = 8
 # PyTorch's default conv init shrinks the signal about 2x per layer, so through SEANet's 15 layers
 # the output would be little more than the biases; He-scaled weights keep the signal alive.
 CONV_GAIN = 6**0.5

@@ -328,8 +328,8 @@ class Engine:
         """A local model runs a few silent frames while it loads, with the user's sampling
         settings in place (`model.pipeline.Pipeline.warm_up`), so that the conversation's first
         frames run at full speed, without a CUDA graph capture among them."""
-        warm_up = getattr(self.pipeline, "warm_up", None)
-        if warm_up is not None and not isinstance(self.pipeline, Connection):
+        warm_up = getattr(self.pipeline, "warm_up", None)  # a server's session has none
+        if warm_up is not None:
             warm_up()
 
     def _start(self, config: object) -> None:

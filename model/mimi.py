@@ -186,7 +186,7 @@ class Codebook(nn.Module):
         _, augmented = self._centroids()
         norms = x.pow(2).sum(-1, keepdim=True)
         query = torch.cat([x.mul(-2), norms, torch.ones_like(norms)], -1)  # [N, D + 2]
-        distances = weight_times(augmented, query.t()[None])[0]  # [bins, N]
+        distances = weight_times(augmented, query.t())  # [bins, N]
         return distances.clamp_min_(0).sqrt_().argmin(dim=0)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,18 @@ import torch
 
 
 def weight_times(w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """w [O, I] (row-major) @ cols [B, I, N] (each [I, N] column-major) -> [B, O, N].
+    """w [O, I] (row-major) @ cols [I, N] or [B, I, N] (each [I, N] column-major) -> [O, N] or
+    [B, O, N].
 
     Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
     cols^T @ w^T, the slow form."""
-    B, _, N = cols.shape
+    N = cols.shape[-1]
     if N == 1:  # one column: twice
-        cols = cols.expand(-1, -1, 2).transpose(1, 2).contiguous().transpose(1, 2)
-    if B == 1:
+        cols = cols.expand(*cols.shape[:-1], 2).transpose(-1, -2).contiguous().transpose(-1, -2)
+    if cols.dim() == 2:
+        y = torch.mm(w, cols)
+    elif cols.shape[0] == 1:
         y = torch.mm(w, cols[0])[None]
     else:
-        y = torch.bmm(w.expand(B, -1, -1), cols)
-    return y[..., :N]
+        y = torch.bmm(w.expand(cols.shape[0], -1, -1), cols)
+    return y[..., :1] if N == 1 else y

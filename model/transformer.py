@@ -48,8 +48,8 @@ class Linear(nn.Linear):
             return F.linear(x, w, self.bias)
         if rows == 1 and w.shape[1] >= 4096:
             return F.linear(x, w, self.bias)
-        cols = x.reshape(1, rows, -1).contiguous().transpose(1, 2)  # [1, in, rows] column-major
-        y = weight_times(w, cols)[0].t().reshape(*x.shape[:-1], w.shape[0])
+        cols = x.reshape(rows, -1).contiguous().t()  # [in, rows], column-major
+        y = weight_times(w, cols).t().reshape(*x.shape[:-1], w.shape[0])
         return y if self.bias is None else y + self.bias
 
 
@@ -75,22 +75,28 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 def rope_rotation(
     positions: torch.Tensor, head_dim: int, max_period: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [T, head_dim / 2] of the rotary embedding's angles at `positions` [T]: pair i
-    turns by position * max_period^(-2i / head_dim). In fp32."""
+    """The rotary embedding at `positions` [T], as two [T, head_dim] factors in fp32, laid out
+    like the pairs they turn: pair i (elements 2i, 2i+1) turns by the angle
+    position * max_period^(-2i / head_dim), so the cosines are (cos, cos) and the sines (-sin, sin)."""
     pair = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
     freqs = torch.exp(pair * (-math.log(max_period) * 2 / head_dim))
     angles = positions.float()[:, None] * freqs  # [T, D/2]
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotary embedding, interleaved layout: elements (2i, 2i+1) of each head are the real and
     imaginary parts of pair i, rotated in fp32. x: [..., T, D], e.g. queries and keys together
-    as [2, B, H, T, D]."""
+    as [2, B, H, T, D].
+
+    (real, imag) -> (real cos - imag sin, imag cos + real sin), written as x * (cos, cos) +
+    (imag, real) * (-sin, sin): the same products and sums, bit for bit, in half the kernels.
+    The result is contiguous, [..., T, D] in memory, as attention reads it fastest."""
     cos, sin = rotation
-    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+    x32 = x.float().contiguous()  # a projection's output is strided; flip reads this faster
+    swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (imag, real) of each pair
+    return (x32 * cos + swapped * sin).to(x.dtype)
 
 
 class RingKVCache(State):
@@ -169,7 +175,7 @@ class FrameKVCache(State):
 class Steps:
     """Where one call's new steps sit in the sequence, worked out once for all layers."""
 
-    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE cos, sin [T, head_dim / 2]
+    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE factors [T, head_dim]
     slots: torch.Tensor | None  # [T] ring-cache slots the new keys go to; None: one-shot
     mask: torch.Tensor  # [T, keys] which keys each new step attends to
 

@@ -11,6 +11,8 @@ shapes, for each form the model could use:
                 where MKL's matrix-vector kernel (N = 1) reads at half the speed
     X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
     X @ Wcm     the weight stored [in, out] (column-major for nn.Linear)
+    blocks      W @ X with a wide weight read in column blocks (`model.product.wide_blocks`), what
+                the model does for weights with 2048 or more columns; "-" for the others
 
     python benchmarks/bench_products.py [--threads N] [--megabytes 200]
 """
@@ -18,9 +20,15 @@ shapes, for each form the model could use:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's model/
+
+from model.product import weight_times, wide_blocks  # noqa: E402
 
 SHAPES = [  # (out, in, rows): where the model meets them
     (1536, 512, 2),  # Mimi transformer: attention in-projection, two 25 Hz steps per frame
@@ -28,7 +36,7 @@ SHAPES = [  # (out, in, rows): where the model meets them
     (512, 2048, 2),  # Mimi transformer: feed-forward out
     (1024, 3584, 2),  # Mimi decoder: first conv (512 -> 1024, kernel 7) on 2 frames
     (8192, 1024, 2),  # Mimi decoder: first transposed conv's columns (1024 -> 512 x 16)
-    (1024, 8192, 3),  # Mimi encoder: last strided conv (512 -> 1024, kernel 16) on 3 frames
+    (1024, 8192, 2),  # Mimi encoder: last strided conv (512 -> 1024, kernel 16) on 2 frames
     (768, 256, 1),  # one row: the small LM's depformer in-projection
     (1408, 256, 1),  # one row: the small LM's depformer feed-forward in
     (32000, 512, 1),  # one row: the small LM's text head
@@ -59,7 +67,10 @@ def main() -> None:
     print(
         f"{args.threads} threads, torch {torch.__version__}; GB/s of fp32 weight read, best of 20"
     )
-    print(f"{'weight [out, in]':>18} {'rows':>5} {'W @ X':>8} {'X @ W^T':>8} {'X @ Wcm':>8}")
+    print(
+        f"{'weight [out, in]':>18} {'rows':>5} {'W @ X':>8} {'X @ W^T':>8} {'X @ Wcm':>8}"
+        f" {'blocks':>8}"
+    )
     for out, inp, rows in SHAPES:
         count = max(1, int(args.megabytes * 1e6 / (out * inp * 4)))
         weights = [torch.randn(out, inp) for _ in range(count)]
@@ -72,8 +83,12 @@ def main() -> None:
             (weights, lambda w, x=x: torch.mm(x, w.t())),
             (stored_t, lambda w, x=x: torch.mm(x, w)),
         ]
+        if wide_blocks(weights[0]) is not None:
+            cols = x.t()  # [in, rows], column-major
+            forms.append((weights, lambda w, c=cols: weight_times(w, c, wide_blocks(w))))
         rates = [gb / (best_ms(lambda ws=ws, f=f: [f(w) for w in ws]) / 1000) for ws, f in forms]
-        print(f"{f'[{out}, {inp}]':>18} {rows:>5}" + "".join(f"{r:>9.1f}" for r in rates))
+        cells = [f"{r:>9.1f}" for r in rates] + [f"{'-':>9}"] * (4 - len(rates))
+        print(f"{f'[{out}, {inp}]':>18} {rows:>5}" + "".join(cells))
 
 
 if __name__ == "__main__":

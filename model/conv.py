@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import weight_times
+from .product import weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -110,7 +110,7 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     B, C, _ = x.shape
     cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
     cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # frame-major: the fast operand
-    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2))  # [B, C_out, frames]
+    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2), wide_blocks(w))  # [B, C_out, T']
     return y if conv.bias is None else y + conv.bias[:, None]
 
 

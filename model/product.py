@@ -6,26 +6,83 @@ W @ X, with X [in, N] column-major, than as X @ W^T (what nn.Linear, torch.matmu
 PyTorch's convolutions do for a few frames). One column reads fastest taken twice: MKL's
 matrix-vector kernel reads the weight at half the speed of its two-column product. 20-35 GB/s
 against 7-20 on this project's 2-core machine (`benchmarks/bench_products.py`).
+
+A wide weight (rows of 2048 or more, longer than it is tall: Mimi's feed-forward out-projection
+[512, 2048], its 512 -> 1024 convs as [1024, 3584] and [1024, 8192]) still reads at only 21-26
+GB/s that way (best of 20; 15-20 inside a Mimi frame). Cut into blocks of 512 columns, each block
+stored whole, it reads at 31-36: a batch of short-row products, summed. The blocks are a copy, made
+on first use and kept beside the weight (`wide_blocks`): 132 MB for Mimi.
 """
 
 from __future__ import annotations
 
 import torch
 
+BLOCK = 512  # columns of a wide weight one product reads
+WIDE = 2048  # a weight with at least this many columns, and more columns than rows, is wide
+FEW = 4  # columns up to which the blocks read faster (at 16 the single product is faster)
 
-def weight_times(w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+
+def weight_times(
+    w: torch.Tensor, cols: torch.Tensor, blocks: torch.Tensor | None = None
+) -> torch.Tensor:
     """w [O, I] (row-major) @ cols [I, N] or [B, I, N] (each [I, N] column-major) -> [O, N] or
-    [B, O, N].
+    [B, O, N]. `blocks`, w's `wide_blocks`, are read instead of w for a few columns.
 
     Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
     cols^T @ w^T, the slow form."""
     N = cols.shape[-1]
     if N == 1:  # one column: twice
         cols = cols.expand(*cols.shape[:-1], 2).transpose(-1, -2).contiguous().transpose(-1, -2)
-    if cols.dim() == 2:
+    if blocks is not None and N <= FEW and (cols.dim() == 2 or cols.shape[0] == 1):
+        y = _blocks_times(blocks, cols.reshape(cols.shape[-2:]))
+        y = y if cols.dim() == 2 else y[None]
+    elif cols.dim() == 2:
         y = torch.mm(w, cols)
     elif cols.shape[0] == 1:
         y = torch.mm(w, cols[0])[None]
     else:
         y = torch.bmm(w.expand(cols.shape[0], -1, -1), cols)
     return y[..., :1] if N == 1 else y
+
+
+def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """blocks [S, O, BLOCK] @ cols [S BLOCK, N] (column-major) -> [O, N]: block s takes rows
+    s BLOCK .. (s + 1) BLOCK of the columns, and the S products are summed."""
+    S, _, block = blocks.shape
+    N = cols.shape[-1]
+    per_block = cols.t().reshape(N, S, block).permute(1, 2, 0)  # [S, BLOCK, N], column-major
+    return torch.bmm(blocks, per_block).sum(0)
+
+
+def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
+    """A wide fp32 CPU weight [O, ...] (read as [O, I]) in column blocks [I / BLOCK, O, BLOCK],
+    or None for any other weight. Made on first use and kept on the tensor until its values
+    change (an in-place write, a load) or it moves; on the CPU that costs its size again."""
+    O = weight.shape[0]
+    I = weight.numel() // max(O, 1)
+    if (
+        weight.device.type != "cpu"
+        or weight.dtype != torch.float32
+        or I < WIDE
+        or I <= O
+        or I % BLOCK
+        or not weight.is_contiguous()
+    ):
+        return None
+    key = (weight.data_ptr(), _version(weight))
+    kept = getattr(weight, "_wide_blocks", None)
+    if kept is None or kept[0] != key:
+        blocks = weight.detach().reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous()
+        kept = (key, blocks)
+        weight._wide_blocks = kept  # type: ignore[attr-defined]
+    return kept[1]
+
+
+def _version(t: torch.Tensor) -> int:
+    """How many times `t` was written in place (-1 for a tensor made in inference mode, which
+    keeps no count; it can only be written there, which the model never does to a weight)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1

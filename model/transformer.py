@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import weight_times
+from .product import weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -49,7 +49,7 @@ class Linear(nn.Linear):
         if rows == 1 and w.shape[1] >= 4096:
             return F.linear(x, w, self.bias)
         cols = x.reshape(rows, -1).contiguous().t()  # [in, rows], column-major
-        y = weight_times(w, cols).t().reshape(*x.shape[:-1], w.shape[0])
+        y = weight_times(w, cols, wide_blocks(w)).t().reshape(*x.shape[:-1], w.shape[0])
         return y if self.bias is None else y + self.bias
 
 

@@ -62,27 +62,20 @@ def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
     O = weight.shape[0]
     I = weight.numel() // max(O, 1)
     if (
-        weight.device.type != "cpu"
-        or weight.dtype != torch.float32
-        or I < WIDE
+        I < WIDE
         or I <= O
         or I % BLOCK
+        or not weight.is_cpu
+        or weight.dtype != torch.float32
         or not weight.is_contiguous()
     ):
         return None
-    key = (weight.data_ptr(), _version(weight))
+    # A tensor made in inference mode keeps no count of its in-place writes; it can only be
+    # written there, which the model never does to a weight.
+    key = (weight.data_ptr(), -1 if weight.is_inference() else weight._version)
     kept = getattr(weight, "_wide_blocks", None)
     if kept is None or kept[0] != key:
         blocks = weight.detach().reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous()
         kept = (key, blocks)
         weight._wide_blocks = kept  # type: ignore[attr-defined]
     return kept[1]
-
-
-def _version(t: torch.Tensor) -> int:
-    """How many times `t` was written in place (-1 for a tensor made in inference mode, which
-    keeps no count; it can only be written there, which the model never does to a weight)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return -1

@@ -110,7 +110,8 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     B, C, _ = x.shape
     cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
     cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # frame-major: the fast operand
-    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2), wide_blocks(w))  # [B, C_out, T']
+    blocks = wide_blocks(w)  # a wide weight is read in column blocks (`model.product`)
+    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2), blocks)  # [B, C_out, frames]
     return y if conv.bias is None else y + conv.bias[:, None]
 
 

@@ -3,7 +3,8 @@
 A CUDA graph replays the kernels one call recorded: the step must keep every state tensor where
 it is, never read a value back to the host mid-step, and keep its Python-side decisions fixed.
 The capture itself needs a GPU; here a stand-in capture (which re-runs the recorded call) checks
-the wrapper's bookkeeping and the pipeline's use of it.
+the wrapper's bookkeeping and the pipeline's use of it. Where a GPU is, one test runs the same
+conversation with real captures against eager (`pytest tests/model/test_graphs.py` on the device).
 """
 
 import copy
@@ -175,30 +176,6 @@ def test_graphs_are_for_cuda_unless_turned_off(monkeypatch):
     assert not graphs_wanted("cuda")
 
 
-def test_graphed_pipeline_gives_the_eager_results(tiny_checkpoint, monkeypatch):
-    """The pipeline with every stage graphed (the stand-in capture) runs the same conversation
-    as without: the same tokens and audio, through a change of sampling and a reset."""
-    monkeypatch.setattr(Graphed, "_cuda_capture", lambda self, record: record)
-    frames = _frames(10)
-
-    def converse(pipeline: Pipeline):
-        results = [pipeline.step(pcm) for pcm in frames[:5]]
-        pipeline.sampling = SamplingSettings(temperature=0.5, top_k=10)
-        results += [pipeline.step(pcm) for pcm in frames[5:]]
-        pipeline.reset(seed=7)
-        results += [pipeline.step(pcm) for pcm in frames]
-        return results
-
-    eager = converse(Pipeline.load(tiny_checkpoint, "cpu", seed=4, cuda_graphs=False))
-    graphed_pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=4, cuda_graphs=True)
-    graphed = converse(graphed_pipeline)
-    assert graphed_pipeline._advance.captured and graphed_pipeline._decode.captured
-    assert [r.audio_tokens for r in graphed] == [r.audio_tokens for r in eager]
-    assert [r.text_token for r in graphed] == [r.text_token for r in eager]
-    for g, e in zip(graphed, eager):
-        assert (g.pcm is None and e.pcm is None) or np.array_equal(g.pcm, e.pcm)
-
-
 def _freezing_python(captures: list[str]):
     """A stand-in capture that freezes what the LM step decided in Python, as a CUDA graph does:
     each 'replay' re-runs the step with the sampling settings seen at capture, while tensors (the
@@ -269,3 +246,58 @@ def test_a_warm_up_captures_every_stage(tiny_checkpoint, monkeypatch):
     for pcm in _frames(4):
         pipeline.step(pcm)
     assert len(captures) == 3
+
+
+def _converse_through_everything(pipeline: Pipeline, frames: list[np.ndarray]):
+    """A temperature drag, a change of top-k and a reset with a seed, one frame at a time."""
+    results = []
+    for i, pcm in enumerate(frames):
+        if i < 12 and i % 2 == 0:
+            t = [1.0, 0.05, 3.0, 0.2, 2.0, 0.6][i // 2]
+            pipeline.sampling = SamplingSettings(temperature=t, text_temperature=t / 2)
+        if i == 14:
+            pipeline.sampling = SamplingSettings(temperature=1.0, top_k=5, text_top_k=3)
+        if i == 20:
+            pipeline.reset(seed=7)
+        results.append(pipeline.step(pcm))
+    return results
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures real CUDA graphs: needs a GPU")
+def test_real_cuda_graphs_give_the_eager_conversation(tiny_checkpoint):
+    """On a GPU, with real captures and the GPU's random generator: the tokens of the eager
+    conversation, frame for frame, and its audio to rounding."""
+    frames = _frames(30)
+    eager = _converse_through_everything(
+        Pipeline.load(tiny_checkpoint, "cuda", seed=3, cuda_graphs=False), frames
+    )
+    pipeline = Pipeline.load(tiny_checkpoint, "cuda", seed=3, cuda_graphs=True)
+    graphed = _converse_through_everything(pipeline, frames)
+
+    assert all(stage.captured for stage in (pipeline._encode, pipeline._advance, pipeline._decode))
+    assert [r.text_token for r in graphed] == [r.text_token for r in eager]
+    assert [r.audio_tokens for r in graphed] == [r.audio_tokens for r in eager]
+    for g, e in zip(graphed, eager):
+        assert (g.pcm is None) == (e.pcm is None)
+        if g.pcm is not None:
+            np.testing.assert_allclose(g.pcm, e.pcm, atol=1e-3)
+
+
+def test_graphed_pipeline_gives_the_eager_results(tiny_checkpoint, monkeypatch):
+    """With every stage graphed (the stand-in capture, which freezes the LM step's Python-side
+    decisions as a CUDA graph does), the same conversation as without graphs: the same tokens
+    and audio through a temperature drag, a change of top-k and a reset with a seed. The GPU
+    test above runs the same conversation with real captures."""
+    monkeypatch.setattr(Graphed, "_cuda_capture", _freezing_python([]))
+    frames = _frames(30)
+    eager = _converse_through_everything(
+        Pipeline.load(tiny_checkpoint, "cpu", seed=3, cuda_graphs=False), frames
+    )
+    pipeline = Pipeline.load(tiny_checkpoint, "cpu", seed=3, cuda_graphs=True)
+    graphed = _converse_through_everything(pipeline, frames)
+
+    assert all(stage.captured for stage in (pipeline._encode, pipeline._advance, pipeline._decode))
+    assert [r.text_token for r in graphed] == [r.text_token for r in eager]
+    assert [r.audio_tokens for r in graphed] == [r.audio_tokens for r in eager]
+    for g, e in zip(graphed, eager):
+        assert (g.pcm is None and e.pcm is None) or np.array_equal(g.pcm, e.pcm)

@@ -4,6 +4,10 @@ Both run the full-size Mimi on the same random weights (the codebooks filled in 
 same audio, one frame (1920 samples in, 8 codes out; 8 codes in, 1920 samples out) per call, after
 a warm-up. The original is timed only where the `moshi` package is importable.
 
+A streaming frame reads every weight once, so it can go no faster than reading them: the last line
+gives Mimi's weight bytes per frame, how fast this machine reads memory (a sum over 512 MB), and the
+time that takes, to judge a measured frame against the machine it ran on.
+
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
 """
 
@@ -58,6 +62,33 @@ def build(device: str) -> dict[str, torch.nn.Module]:
     return {"ours": ours.to(device), "original": original.eval().to(device)}
 
 
+def weight_bytes_per_frame(mimi: Mimi) -> int:
+    """Bytes of weights one streaming frame reads: every parameter (convs, transformers,
+    projections) and the codebooks in use (the acoustic levels past `num_codebooks` are not)."""
+    params = sum(p.numel() * p.element_size() for p in mimi.parameters())
+    q = mimi.quantizer
+    levels = [
+        *q.rvq_first.vq.layers[: q.n_semantic],
+        *q.rvq_rest.vq.layers[: q.num_codebooks - q.n_semantic],
+    ]
+    centroids = [level._codebook.embedding_sum for level in levels]
+    return params + sum(c.numel() * c.element_size() for c in centroids)
+
+
+def read_bandwidth(device: str, megabytes: int = 512, repeats: int = 5) -> float:
+    """This machine's memory read speed in GB/s: a sum over `megabytes`, the median of `repeats`."""
+    x = torch.ones(megabytes * 2**20 // 4, device=device)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    seconds = []
+    for _ in range(repeats + 1):  # the first pass warms up
+        sync()
+        t0 = time.perf_counter()
+        x.sum()
+        sync()
+        seconds.append(time.perf_counter() - t0)
+    return x.numel() * 4 / statistics.median(seconds[1:]) / 1e9
+
+
 def time_stream(
     model: torch.nn.Module, audio: torch.Tensor, warmup: int
 ) -> tuple[list[float], list[float]]:
@@ -98,6 +129,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     models = build(args.device)
+    # Before the models run: measured right after them, the 2-core VM of issue 7 once read 1.5x
+    # faster (51 against 33 GB/s), which no product in a frame comes near.
+    speed = read_bandwidth(args.device)
     g = torch.Generator().manual_seed(1)
     n = args.warmup + args.frames
     audio = (0.1 * torch.randn(1, 1, n * FRAME_SIZE, generator=g)).to(args.device)
@@ -123,6 +157,16 @@ def main() -> None:
             + "".join(f"{v:>12.2f}x" for v in ratio)
             + "   (below 1: ours is faster)"
         )
+    ours = models["ours"]
+    assert isinstance(ours, Mimi)
+    weights = weight_bytes_per_frame(ours)
+    floor = weights / speed / 1e6  # ms
+    total = results["ours"][0] + results["ours"][2]
+    print(
+        f"floor: a frame reads {weights / 1e6:.0f} MB of weights; this machine reads memory at "
+        f"{speed:.1f} GB/s, so {floor:.1f} ms a frame at least (ours, encode + decode p50: "
+        f"{total:.1f} ms, {total / floor:.2f}x that)"
+    )
 
 
 if __name__ == "__main__":

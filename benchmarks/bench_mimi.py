@@ -6,7 +6,9 @@ a warm-up. The original is timed only where the `moshi` package is importable.
 
 A streaming frame reads every weight once, so it can go no faster than reading them: the last line
 gives Mimi's weight bytes per frame, how fast this machine reads memory (a sum over 512 MB), and the
-time that takes, to judge a measured frame against the machine it ran on.
+time that takes, to judge a measured frame against the machine it ran on. On a shared VM the read
+speed changes from run to run (31 to 55 GB/s on issue 7's 2-core machine; MKL's products of a few
+columns read at most about 33 there, even from cache), and the floor with it.
 
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
 """
@@ -129,8 +131,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     models = build(args.device)
-    # Before the models run: measured right after them, the 2-core VM of issue 7 once read 1.5x
-    # faster (51 against 33 GB/s), which no product in a frame comes near.
     speed = read_bandwidth(args.device)
     g = torch.Generator().manual_seed(1)
     n = args.warmup + args.frames

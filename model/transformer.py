@@ -42,15 +42,25 @@ class Linear(nn.Linear):
     the plain product there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        rows = x.numel() // x.shape[-1]
-        if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
-            return F.linear(x, w, self.bias)
-        if rows == 1 and w.shape[1] >= 4096:
-            return F.linear(x, w, self.bias)
-        cols = x.reshape(rows, -1).contiguous().t()  # [in, rows], column-major
-        y = weight_times(w, cols, wide_blocks(w)).t().reshape(*x.shape[:-1], w.shape[0])
+        y = columns(self, x.reshape(-1, x.shape[-1])).t()  # [rows, out]
+        y = y.reshape(*x.shape[:-1], y.shape[-1])
         return y if self.bias is None else y + self.bias
+
+
+def columns(linear: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """A bias-free linear on rows [N, in], returned as columns [out, N] (W @ rows^T), the form the
+    CPU product hands back without a copy. Elsewhere (a GPU, int8, bf16) it is the linear's own
+    output, transposed: a view. Callers that reshape the result read either layout alike."""
+    w = linear.weight
+    if (
+        not isinstance(linear, Linear)
+        or w.device.type != "cpu"
+        or w.dtype != torch.float32
+        or not w.is_contiguous()
+        or (rows.shape[0] == 1 and w.shape[1] >= 4096)
+    ):
+        return F.linear(rows, w).t() if isinstance(linear, Linear) else linear(rows).t()
+    return weight_times(w, rows.contiguous().t(), wide_blocks(w))
 
 
 class LayerScale(nn.Module):
@@ -242,11 +252,11 @@ class Attention(StreamingModule):
     def forward(
         self, x: torch.Tensor, step: int | None = None, steps: Steps | None = None
     ) -> torch.Tensor:
-        B, T, _ = x.shape  # [B, T, dim]
+        B, T, C = x.shape  # [B, T, dim]
         w = step if self.num_steps else 0
-        qkv = self.in_projs[w](x).view(B, T, 3, self.num_heads, -1)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3 (q, k, v), B, H, T, head_dim]
-        q, k, v = qkv
+        qkv = columns(self.in_projs[w], x.reshape(B * T, C))  # [3 dim, B T]
+        qkv = qkv.view(3, self.num_heads, -1, B, T).permute(0, 3, 1, 4, 2)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, T, head_dim]
 
         if self.num_steps:
             assert isinstance(self.state, FrameKVCache) and T == 1 and step is not None
@@ -263,8 +273,8 @@ class Attention(StreamingModule):
             mask = steps.mask
 
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(B, T, self.dim)
-        return self.out_projs[w](out)
+        out = columns(self.out_projs[w], out.transpose(1, 2).reshape(B * T, C))  # [dim, B T]
+        return out.t().view(B, T, C)
 
 
 class GatedFFN(nn.Module):
@@ -329,7 +339,9 @@ class TransformerLayer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor, step: int | None) -> torch.Tensor:
         if hasattr(self, "linear1"):
-            return self.linear2(F.gelu(self.linear1(x)))
+            hidden = columns(self.linear1, x.reshape(-1, x.shape[-1]))  # [ffn, B T]
+            hidden = F.gelu(hidden.t()).contiguous()  # [B T, ffn], as linear2 reads it
+            return columns(self.linear2, hidden).t().view(x.shape)
         if self.num_steps:
             return self.gating[step](x)
         return self.gating(x)

@@ -51,15 +51,16 @@ def columns(linear: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     """A bias-free linear on rows [N, in], returned as columns [out, N] (W @ rows^T), the form the
     CPU product hands back without a copy. Elsewhere (a GPU, int8, bf16) it is the linear's own
     output, transposed: a view. Callers that reshape the result read either layout alike."""
+    if not isinstance(linear, Linear):  # an Int8Linear
+        return linear(rows).t()
     w = linear.weight
     if (
-        not isinstance(linear, Linear)
-        or w.device.type != "cpu"
+        w.device.type != "cpu"
         or w.dtype != torch.float32
         or not w.is_contiguous()
         or (rows.shape[0] == 1 and w.shape[1] >= 4096)
     ):
-        return F.linear(rows, w).t() if isinstance(linear, Linear) else linear(rows).t()
+        return F.linear(rows, w).t()
     return weight_times(w, rows.contiguous().t(), wide_blocks(w))
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import weight_times, wide_blocks
+from .product import kept_copy, weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -88,59 +88,116 @@ class StreamingConv1d(StreamingModule):
         return conv1d(x, self.conv.conv)
 
 
-# A streaming call carries few frames. Below this many output frames, a conv on the CPU runs
-# faster as one matrix product (weights [C_out, C_in K] @ columns, `model.product`) than through
-# PyTorch's conv kernels, which are tuned for long signals: Mimi's 512 -> 1024 conv on 24 frames
-# takes 5.0 ms as a conv and 1.7 ms as a product (2 cores, fp32).
+# How a conv runs on the CPU, by shape (2 cores, fp32, Mimi's shapes):
+# - Few frames (up to READ_FRAMES out, or in for a transposed conv): reading the weight is most of
+#   the work, and MKL's product reads it fastest, weights [C_out, C_in K] @ the input unfolded into
+#   columns [C_in K, frames] (`model.product`). Kernel 1 is that product at any length.
+# - More frames: oneDNN's kernel on a weight reordered once into oneDNN's blocked layout and kept
+#   (`onednn_conv`). PyTorch's conv hands oneDNN its own layout, which oneDNN reorders on every
+#   call, and for a few frames takes slower paths still. Alone, Mimi's 256 -> 512 conv on 16
+#   frames out takes 0.28 ms kept, 0.38 as a product, 1.0 through PyTorch; its 512 -> 256
+#   transposed conv on 16 frames in 0.30, 0.50 and 0.98.
+# - Without oneDNN (a PyTorch build that lacks it), up to FEW_FRAMES take the product and the rest
+#   PyTorch's conv.
+READ_FRAMES = 4
 FEW_FRAMES = 32
 
 
-def _few_frames(x: torch.Tensor, frames: int) -> bool:
-    return frames <= FEW_FRAMES and x.device.type == "cpu" and x.dtype == torch.float32
+def _cpu_fp32(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """oneDNN's kernels serve x: on the CPU in fp32, in a build that has them, with no gradient
+    wanted (they have none)."""
+    return (
+        _cpu_fp32(x)
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+    )
+
+
+def _kernel(x: torch.Tensor, w: torch.Tensor, frames: int) -> str:
+    """Which kernel runs a dense conv on the CPU (above): "product", "onednn" or "torch". `frames`
+    counts the output's frames (a transposed conv's: its input's)."""
+    onednn = _onednn(x, w)
+    if frames <= (READ_FRAMES if onednn else FEW_FRAMES):
+        return "product"
+    return "onednn" if onednn else "torch"
+
+
+def onednn_conv(x: torch.Tensor, conv: nn.Conv1d | nn.ConvTranspose1d) -> torch.Tensor:
+    """conv(x) (no padding: the caller pads) by oneDNN's kernel, as its 2-d conv of height 1. The
+    weight is reordered into the blocked layout oneDNN picks for x's shape, and kept beside the
+    weight (`kept_copy`) until the weight or that shape changes."""
+    (S,), (D,) = conv.stride, conv.dilation
+    transposed = isinstance(conv, nn.ConvTranspose1d)
+    # padding, [output padding,] stride, dilation, groups
+    geometry = [[0, 0], *([[0, 0]] if transposed else []), [1, S], [1, D], conv.groups]
+    shape = [x.shape[0], x.shape[1], 1, x.shape[2]]
+
+    def reorder(w: torch.Tensor) -> torch.Tensor:
+        w = w.unsqueeze(2).contiguous()  # [C_out, C_in, 1, K]; transposed: [C_in, C_out, 1, K]
+        if transposed:
+            return torch.ops.mkldnn._reorder_convolution_transpose_weight(w, *geometry, shape)
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), *geometry, shape)
+
+    weight = kept_copy(conv.weight, "_onednn", reorder, tuple(shape))
+    mkldnn = torch.ops.mkldnn
+    run = mkldnn._convolution_transpose_pointwise if transposed else mkldnn._convolution_pointwise
+    y = run(x.unsqueeze(2), weight, conv.bias, *geometry, "none", [], "")
+    # oneDNN writes frame-major, [B, 1, T, C] in memory; the ops that follow (ELU, the residual
+    # sums, the next conv's padding) run faster on PyTorch's own layout, copy included.
+    return y.squeeze(2).contiguous()
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """conv(x) (no padding: the caller pads), as a matrix product when few frames come out."""
+    """conv(x) (no padding: the caller pads), by the kernel fastest for its shape (above)."""
     w = conv.weight  # [C_out, C_in / groups, K]
     C_out, _, K = w.shape
     (S,), (D,) = conv.stride, conv.dilation
     frames = (x.shape[-1] - D * (K - 1) - 1) // S + 1
-    if conv.groups != 1 or not _few_frames(x, frames) or not w.is_contiguous():
+    if conv.groups != 1 or not _cpu_fp32(x):
         return conv(x)
-    B, C, _ = x.shape
-    cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
-    cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # frame-major: the fast operand
-    blocks = wide_blocks(w)  # a wide weight is read in column blocks (`model.product`)
-    y = weight_times(w.view(C_out, C * K), cols.transpose(1, 2), blocks)  # [B, C_out, frames]
-    return y if conv.bias is None else y + conv.bias[:, None]
+    kernel = "product" if K == 1 and S == 1 else _kernel(x, w, frames)
+    if kernel == "product":
+        B, C, _ = x.shape
+        cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]
+        cols = cols.permute(0, 2, 1, 3).reshape(B, frames, C * K)  # a copy unless K = 1
+        if frames <= READ_FRAMES:
+            cols = cols.contiguous()  # frame-major, the layout a product of few columns wants
+        blocks = wide_blocks(w)  # a wide weight is read in column blocks (`model.product`)
+        y = weight_times(w.reshape(C_out, C * K), cols.transpose(1, 2), blocks)
+        return y if conv.bias is None else y + conv.bias[:, None]  # [B, C_out, frames]
+    return onednn_conv(x, conv) if kernel == "onednn" else conv(x)
 
 
 def conv_transpose1d(x: torch.Tensor, convtr: nn.ConvTranspose1d) -> torch.Tensor:
-    """convtr(x), for few frames as one matrix product and an overlap-add (`F.fold`).
-
-    For the few frames a streaming call carries, PyTorch's transposed conv takes a slow path on
-    the CPU (27 ms for Mimi's first decoder layer on 2 frames, whose weights take about 1 ms to
-    read). The product is fastest with the weight laid out [C_out K, C_in] in memory, which
-    `step_layout` gives it; either layout computes the same sums.
-    """
+    """convtr(x), by the kernel fastest for its shape (above). The product with few frames in is
+    followed by an overlap-add (`F.fold`); it reads the weight fastest laid out [C_out K, C_in] in
+    memory (`step_layout`), and either layout computes the same sums."""
     w = convtr.weight  # [C_in, C_out / groups, K]
     B, C, T = x.shape
     _, out_per_group, K = w.shape
     S = convtr.stride[0]
-    if not _few_frames(x, T):
+    depthwise = convtr.groups == C and out_per_group == 1
+    if not _cpu_fp32(x) or (convtr.groups != 1 and not depthwise):
         return convtr(x)
-    if convtr.groups == 1:
-        w = w.reshape(C, out_per_group * K).t()  # [C_out K, C_in]
-        if w.is_contiguous():  # laid out by step_layout: [C_out K, C_in] @ [C_in, T]
-            cols = weight_times(w, x.transpose(1, 2).contiguous().transpose(1, 2))
+    kernel = "product" if depthwise else _kernel(x, w, T)
+    if kernel == "product":
+        if depthwise:  # each channel its own kernel
+            cols = (x[:, :, None, :] * w[:, 0, :, None]).reshape(B, C * K, T)
         else:
-            cols = (x.transpose(1, 2) @ w.t()).transpose(1, 2)
-    elif convtr.groups == C and out_per_group == 1:  # depthwise: each channel its own kernel
-        cols = (x[:, :, None, :] * w[:, 0, :, None]).reshape(B, C * K, T)
-    else:
-        return convtr(x)
-    y = F.fold(cols, (1, (T - 1) * S + K), (1, K), stride=(1, S)).reshape(B, -1, (T - 1) * S + K)
-    return y if convtr.bias is None else y + convtr.bias[:, None]
+            w = w.reshape(C, out_per_group * K).t()  # [C_out K, C_in]
+            if w.is_contiguous():  # laid out by step_layout: [C_out K, C_in] @ [C_in, T]
+                cols = weight_times(w, x.transpose(1, 2).contiguous().transpose(1, 2))
+            else:
+                cols = (x.transpose(1, 2) @ w.t()).transpose(1, 2)
+        y = F.fold(cols, (1, (T - 1) * S + K), (1, K), stride=(1, S))
+        y = y.reshape(B, -1, (T - 1) * S + K)
+        return y if convtr.bias is None else y + convtr.bias[:, None]
+    return onednn_conv(x, convtr) if kernel == "onednn" else convtr(x)
 
 
 def step_layout(convtr: nn.ConvTranspose1d) -> None:

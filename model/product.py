@@ -57,8 +57,8 @@ def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 
 def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
     """A wide fp32 CPU weight [O, ...] (read as [O, I]) in column blocks [I / BLOCK, O, BLOCK],
-    or None for any other weight. Made on first use and kept on the tensor until its values
-    change (an in-place write, a load) or it moves; on the CPU that costs its size again."""
+    or None for any other weight. Made on first use and kept beside the weight (`kept_copy`); on
+    the CPU that costs its size again."""
     O = weight.shape[0]
     I = weight.numel() // max(O, 1)
     if (
@@ -70,12 +70,22 @@ def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
         or not weight.is_contiguous()
     ):
         return None
+    return kept_copy(
+        weight,
+        "_wide_blocks",
+        lambda w: w.reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous(),
+    )
+
+
+def kept_copy(weight: torch.Tensor, name: str, make, *key) -> torch.Tensor:
+    """`make(weight)`, a copy of the weight in another layout, made once and kept on the tensor
+    (as attribute `name`) until the weight's values change (an in-place write, a load), it moves,
+    or `key` (what else the copy depends on, e.g. an input shape) changes."""
     # A tensor made in inference mode keeps no count of its in-place writes; it can only be
     # written there, which the model never does to a weight.
-    key = (weight.data_ptr(), -1 if weight.is_inference() else weight._version)
-    kept = getattr(weight, "_wide_blocks", None)
+    key = (weight.data_ptr(), -1 if weight.is_inference() else weight._version, *key)
+    kept = getattr(weight, name, None)
     if kept is None or kept[0] != key:
-        blocks = weight.detach().reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous()
-        kept = (key, blocks)
-        weight._wide_blocks = kept  # type: ignore[attr-defined]
+        kept = (key, make(weight.detach()))
+        setattr(weight, name, kept)
     return kept[1]

@@ -1,8 +1,9 @@
-"""The CPU product of a streaming step (`model.product`): a weight times a few columns.
+"""The CPU product of a streaming step (`model.product`): a weight times a few columns, and the
+kernels a conv runs on the CPU (`model.conv`).
 
-Wide weights are read through a copy cut into column blocks, kept beside the weight; these tests
-hold the products to PyTorch's own, and check that the copy never outlives the values it was made
-from.
+Wide weights are read through a copy cut into column blocks, and oneDNN's convs through a copy in
+oneDNN's blocked layout, both kept beside the weight; these tests hold the products and convs to
+PyTorch's own, and check that a copy never outlives the values it was made from.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.conv import conv1d
+import model.conv
+from model.conv import conv1d, conv_transpose1d, step_layout
 from model.product import weight_times
 from model.transformer import Linear
 
@@ -59,3 +61,64 @@ def test_a_wide_conv_follows_its_weight():
     with torch.no_grad():
         conv.weight.copy_(torch.randn_like(conv.weight))
     torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-5, atol=1e-4)
+
+
+KERNELS = ["product", "torch"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
+# (in, out, kernel, stride, dilation, frames out): Mimi's kinds of conv, and a dilated one
+CONVS = [(1, 8, 7, 1, 1, 40), (16, 8, 3, 1, 1, 3), (16, 32, 8, 4, 1, 12), (24, 16, 3, 1, 2, 9)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "dilation", "frames"), CONVS)
+def test_every_conv_kernel_computes_the_conv(
+    monkeypatch, kernel, c_in, c_out, k, stride, dilation, frames
+):
+    monkeypatch.setattr(model.conv, "_kernel", lambda *_: kernel)
+    conv = torch.nn.Conv1d(c_in, c_out, k, stride, dilation=dilation)
+    x = torch.randn(2, c_in, (frames - 1) * stride + dilation * (k - 1) + 1)
+    with torch.no_grad():
+        torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("laid_out", [False, True])
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "k", "stride", "frames"), [(16, 8, 8, 4, 3), (8, 4, 4, 2, 9)]
+)
+def test_every_transposed_conv_kernel_computes_the_transposed_conv(
+    monkeypatch, kernel, laid_out, c_in, c_out, k, stride, frames
+):
+    monkeypatch.setattr(model.conv, "_kernel", lambda *_: kernel)
+    convtr = torch.nn.ConvTranspose1d(c_in, c_out, k, stride)
+    if laid_out:
+        step_layout(convtr)
+    x = torch.randn(2, c_in, frames)
+    with torch.no_grad():
+        expected = F.conv_transpose1d(x, convtr.weight, convtr.bias, stride)
+        torch.testing.assert_close(conv_transpose1d(x, convtr), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_conv_over_many_frames_follows_its_weight_and_its_input():
+    conv = torch.nn.Conv1d(32, 64, kernel_size=10, stride=5)  # oneDNN's, where PyTorch has it
+    x = torch.randn(1, 32, 5 * 40 + 5)  # 41 frames out
+    with torch.no_grad():
+        torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-4, atol=1e-4)
+
+        conv.weight.mul_(-2)  # written in place
+        torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-4, atol=1e-4)
+        conv.load_state_dict({"weight": torch.randn(64, 32, 10), "bias": torch.randn(64)})
+        torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-4, atol=1e-4)
+
+        longer = torch.randn(2, 32, 5 * 60 + 5)  # another shape: another blocked layout
+        torch.testing.assert_close(conv1d(longer, conv), conv(longer), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_conv_that_needs_gradients_gets_them():
+    conv = torch.nn.Conv1d(16, 32, kernel_size=8, stride=4)
+    x = torch.randn(1, 16, 4 * 40 + 4, requires_grad=True)
+    conv1d(x, conv).square().sum().backward()
+    ours = x.grad, conv.weight.grad
+    x.grad, conv.weight.grad = None, None
+    conv(x).square().sum().backward()
+    torch.testing.assert_close(ours, (x.grad, conv.weight.grad), rtol=1e-4, atol=1e-4)

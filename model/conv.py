@@ -65,13 +65,11 @@ class StreamingConv1d(StreamingModule):
 
     def init_state(self, batch_size: int) -> _ConvState:
         weight = self.conv.conv.weight
-        previous = torch.zeros(
-            batch_size,
-            self.conv.conv.in_channels,
-            self.padding,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
+        C, P = self.conv.conv.in_channels, self.padding
+        if weight.device.type == "cpu":  # time-major, [B, P, C] in memory: oneDNN's layout
+            previous = weight.new_zeros(batch_size, P, C).mT
+        else:
+            previous = weight.new_zeros(batch_size, C, P)
         return _ConvState(previous, self.pad_mode == "replicate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +81,10 @@ class StreamingConv1d(StreamingModule):
             if state.replicate:
                 state.previous.copy_(torch.where(state.first, x[..., :1], state.previous))
                 state.first.fill_(False)
-            x = torch.cat([state.previous, x], dim=-1)
+            if state.previous.stride(1) == 1:  # time-major: the padded input is too
+                x = torch.cat([state.previous.mT, x.mT], dim=1).mT  # [B, P + T, C] in memory
+            else:
+                x = torch.cat([state.previous, x], dim=-1)
             state.previous.copy_(x[..., -self.padding :])
         return conv1d(x, self.conv.conv)
 
@@ -99,6 +100,11 @@ class StreamingConv1d(StreamingModule):
 #   transposed conv on 16 frames in 0.30, 0.50 and 0.98.
 # - Without oneDNN (a PyTorch build that lacks it), up to FEW_FRAMES take the product and the rest
 #   PyTorch's conv.
+# oneDNN reads and writes activations time-major ([B, T, C] in memory, seen as [B, C, T]), so on
+# the CPU a streaming conv keeps its input tail that way, pads in that layout, and a kernel-1 conv
+# answers in the layout it was given: from one conv to the next nothing is transposed, the ELUs
+# and residual sums between them run on either layout alike, and the output is the same bit for
+# bit. (Converting to and from PyTorch's layout around each oneDNN conv cost 1-2 ms a frame.)
 READ_FRAMES = 4
 FEW_FRAMES = 32
 
@@ -146,10 +152,7 @@ def onednn_conv(x: torch.Tensor, conv: nn.Conv1d | nn.ConvTranspose1d) -> torch.
     weight = kept_copy(conv.weight, "_onednn", reorder, tuple(shape))
     mkldnn = torch.ops.mkldnn
     run = mkldnn._convolution_transpose_pointwise if transposed else mkldnn._convolution_pointwise
-    y = run(x.unsqueeze(2), weight, conv.bias, *geometry, "none", [], "")
-    # oneDNN writes frame-major, [B, 1, T, C] in memory; the ops that follow (ELU, the residual
-    # sums, the next conv's padding) run faster on PyTorch's own layout, copy included.
-    return y.squeeze(2).contiguous()
+    return run(x.unsqueeze(2), weight, conv.bias, *geometry, "none", [], "").squeeze(2)
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -160,6 +163,12 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     frames = (x.shape[-1] - D * (K - 1) - 1) // S + 1
     if conv.groups != 1 or not _cpu_fp32(x):
         return conv(x)
+    if K == 1 and S == 1 and frames > READ_FRAMES:  # a plain product, in x's layout
+        if x.stride(1) == 1:  # time-major (oneDNN's output): [B, T, C_in] @ W^T
+            y = (x.mT @ w.view(C_out, -1).t()).mT
+        else:
+            y = weight_times(w.view(C_out, -1), x)
+        return y if conv.bias is None else y + conv.bias[:, None]
     kernel = "product" if K == 1 and S == 1 else _kernel(x, w, frames)
     if kernel == "product":
         B, C, _ = x.shape

@@ -65,17 +65,26 @@ def test_a_wide_conv_follows_its_weight():
 
 KERNELS = ["product", "torch"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
 # (in, out, kernel, stride, dilation, frames out): Mimi's kinds of conv, and a dilated one
-CONVS = [(1, 8, 7, 1, 1, 40), (16, 8, 3, 1, 1, 3), (16, 32, 8, 4, 1, 12), (24, 16, 3, 1, 2, 9)]
+CONVS = [
+    (1, 8, 7, 1, 1, 40),
+    (16, 8, 3, 1, 1, 3),
+    (16, 32, 8, 4, 1, 12),
+    (24, 16, 3, 1, 2, 9),
+    (16, 24, 1, 1, 1, 3),
+    (16, 24, 1, 1, 1, 30),
+]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("time_major", [False, True], ids=["BCT", "BTC"])  # the layout in memory
 @pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "dilation", "frames"), CONVS)
 def test_every_conv_kernel_computes_the_conv(
-    monkeypatch, kernel, c_in, c_out, k, stride, dilation, frames
+    monkeypatch, kernel, time_major, c_in, c_out, k, stride, dilation, frames
 ):
     monkeypatch.setattr(model.conv, "_kernel", lambda *_: kernel)
     conv = torch.nn.Conv1d(c_in, c_out, k, stride, dilation=dilation)
-    x = torch.randn(2, c_in, (frames - 1) * stride + dilation * (k - 1) + 1)
+    length = (frames - 1) * stride + dilation * (k - 1) + 1
+    x = torch.randn(2, length, c_in).mT if time_major else torch.randn(2, c_in, length)
     with torch.no_grad():
         torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-5, atol=1e-5)
 

@@ -11,7 +11,7 @@ A wide weight (rows of 2048 or more, longer than it is tall: Mimi's feed-forward
 [512, 2048], its 512 -> 1024 convs as [1024, 3584] and [1024, 8192]) still reads at only 21-26
 GB/s that way (best of 20; 15-20 inside a Mimi frame). Cut into blocks of 512 columns, each block
 stored whole, it reads at 31-36: a batch of short-row products, summed. The blocks are a copy, made
-on first use and kept beside the weight (`wide_blocks`): 132 MB for Mimi.
+on first use and kept beside the weight (`wide_blocks`): 126 MB for Mimi.
 """
 
 from __future__ import annotations

@@ -25,10 +25,11 @@ from .streaming import State, StreamingModule
 
 
 class _ConvState(State):
-    def __init__(self, previous: torch.Tensor, replicate: bool):
+    def __init__(self, previous: torch.Tensor, replicate: bool, time_major: bool):
         self.previous = previous  # [B, C, padding] the input tail the next call looks back on
         self.first = torch.ones(1, device=previous.device, dtype=torch.bool)
         self.replicate = replicate
+        self.time_major = time_major  # previous is [B, padding, C] in memory, and so is the input
 
     def reset(self) -> None:
         self.previous.zero_()
@@ -66,11 +67,12 @@ class StreamingConv1d(StreamingModule):
     def init_state(self, batch_size: int) -> _ConvState:
         weight = self.conv.conv.weight
         C, P = self.conv.conv.in_channels, self.padding
-        if weight.device.type == "cpu":  # time-major, [B, P, C] in memory: oneDNN's layout
+        time_major = weight.device.type == "cpu"  # oneDNN's layout (below)
+        if time_major:
             previous = weight.new_zeros(batch_size, P, C).mT
         else:
             previous = weight.new_zeros(batch_size, C, P)
-        return _ConvState(previous, self.pad_mode == "replicate")
+        return _ConvState(previous, self.pad_mode == "replicate", time_major)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, T = x.shape  # [B, C, T] -> [B, C_out, T / stride]
@@ -81,7 +83,7 @@ class StreamingConv1d(StreamingModule):
             if state.replicate:
                 state.previous.copy_(torch.where(state.first, x[..., :1], state.previous))
                 state.first.fill_(False)
-            if state.previous.stride(1) == 1:  # time-major: the padded input is too
+            if state.time_major:
                 x = torch.cat([state.previous.mT, x.mT], dim=1).mT  # [B, P + T, C] in memory
             else:
                 x = torch.cat([state.previous, x], dim=-1)
@@ -163,13 +165,14 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     frames = (x.shape[-1] - D * (K - 1) - 1) // S + 1
     if conv.groups != 1 or not _cpu_fp32(x):
         return conv(x)
-    if K == 1 and S == 1 and frames > READ_FRAMES:  # a plain product, in x's layout
+    pointwise = K == 1 and S == 1
+    if pointwise and frames > READ_FRAMES:  # a plain product, answered in x's layout
         if x.stride(1) == 1:  # time-major (oneDNN's output): [B, T, C_in] @ W^T
             y = (x.mT @ w.view(C_out, -1).t()).mT
         else:
             y = weight_times(w.view(C_out, -1), x)
         return y if conv.bias is None else y + conv.bias[:, None]
-    kernel = "product" if K == 1 and S == 1 else _kernel(x, w, frames)
+    kernel = "product" if pointwise else _kernel(x, w, frames)
     if kernel == "product":
         B, C, _ = x.shape
         cols = x.unfold(-1, D * (K - 1) + 1, S)[..., ::D]  # [B, C_in, frames, K]

@@ -16,6 +16,8 @@ on first use and kept beside the weight (`wide_blocks`): 126 MB for Mimi.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 BLOCK = 512  # columns of a wide weight one product reads
@@ -77,7 +79,9 @@ def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
     )
 
 
-def kept_copy(weight: torch.Tensor, name: str, make, *key) -> torch.Tensor:
+def kept_copy(
+    weight: torch.Tensor, name: str, make: Callable[[torch.Tensor], torch.Tensor], *key
+) -> torch.Tensor:
     """`make(weight)`, a copy of the weight in another layout, made once and kept on the tensor
     (as attribute `name`) until the weight's values change (an in-place write, a load), it moves,
     or `key` (what else the copy depends on, e.g. an input shape) changes."""

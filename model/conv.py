@@ -67,7 +67,7 @@ class StreamingConv1d(StreamingModule):
     def init_state(self, batch_size: int) -> _ConvState:
         weight = self.conv.conv.weight
         C, P = self.conv.conv.in_channels, self.padding
-        time_major = weight.device.type == "cpu"  # oneDNN's layout (below)
+        time_major = weight.device.type == "cpu" and _ONEDNN  # oneDNN's layout (below)
         if time_major:
             previous = weight.new_zeros(batch_size, P, C).mT
         else:
@@ -100,8 +100,8 @@ class StreamingConv1d(StreamingModule):
 #   call, and for a few frames takes slower paths still. Alone, Mimi's 256 -> 512 conv on 16
 #   frames out takes 0.28 ms kept, 0.38 as a product, 1.0 through PyTorch; its 512 -> 256
 #   transposed conv on 16 frames in 0.30, 0.50 and 0.98.
-# - Without oneDNN (a PyTorch build that lacks it), up to FEW_FRAMES take the product and the rest
-#   PyTorch's conv.
+# - Without oneDNN (a PyTorch build that lacks it, or an ARM one), up to FEW_FRAMES take the
+#   product and the rest PyTorch's conv.
 # oneDNN reads and writes activations time-major ([B, T, C] in memory, seen as [B, C, T]), so on
 # the CPU a streaming conv keeps its input tail that way, pads in that layout, and a kernel-1 conv
 # answers in the layout it was given: from one conv to the next nothing is transposed, the ELUs
@@ -115,12 +115,16 @@ def _cpu_fp32(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32
 
 
+# oneDNN as measured here: x86. ARM builds run it on Arm Compute Library kernels, not measured.
+_ONEDNN = torch.backends.mkldnn.is_available() and not torch.ops.mkldnn._is_mkldnn_acl_supported()
+
+
 def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """oneDNN's kernels serve x: on the CPU in fp32, in a build that has them, with no gradient
-    wanted (they have none)."""
+    """oneDNN's kernels serve x: on the CPU in fp32, in a build that has them (x86), with no
+    gradient wanted (they have none)."""
     return (
-        _cpu_fp32(x)
-        and torch.backends.mkldnn.is_available()
+        _ONEDNN
+        and _cpu_fp32(x)
         and torch.backends.mkldnn.enabled
         and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
     )

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import model.conv
-from model.conv import conv1d, conv_transpose1d, step_layout
+from model.conv import StreamingConv1d, conv1d, conv_transpose1d, step_layout
 from model.product import weight_times
+from model.streaming import streaming
 from model.transformer import Linear
 
 
@@ -63,7 +64,7 @@ def test_a_wide_conv_follows_its_weight():
     torch.testing.assert_close(conv1d(x, conv), conv(x), rtol=1e-5, atol=1e-4)
 
 
-KERNELS = ["product", "torch"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
+KERNELS = ["product", "torch"] + (["onednn"] if model.conv._ONEDNN else [])
 # (in, out, kernel, stride, dilation, frames out): Mimi's kinds of conv, and a dilated one
 CONVS = [
     (1, 8, 7, 1, 1, 40),
@@ -131,3 +132,18 @@ def test_a_conv_that_needs_gradients_gets_them():
     x.grad, conv.weight.grad = None, None
     conv(x).square().sum().backward()
     torch.testing.assert_close(ours, (x.grad, conv.weight.grad), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("onednn", [False, True] if model.conv._ONEDNN else [False])
+@pytest.mark.parametrize(("k", "stride", "pad_mode"), [(7, 1, "constant"), (4, 2, "replicate")])
+def test_a_streaming_conv_streams_alike_in_either_layout(monkeypatch, onednn, k, stride, pad_mode):
+    """With oneDNN a conv keeps its input tail time-major, without it channel-major (`model.conv`);
+    chunk by chunk gives the one-shot output either way."""
+    monkeypatch.setattr(model.conv, "_ONEDNN", onednn)
+    conv = StreamingConv1d(16, 8, k, stride, pad_mode=pad_mode)
+    x = 1.0 + torch.randn(1, 16, 40 * stride)
+    with torch.no_grad():
+        one_shot = conv(x)
+        with streaming(conv, 1):
+            chunks = [conv(x[..., i : i + n]) for i, n in [(0, stride), (stride, 39 * stride)]]
+    torch.testing.assert_close(torch.cat(chunks, -1), one_shot, rtol=1e-5, atol=1e-5)

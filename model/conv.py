@@ -14,6 +14,7 @@ The extra `.conv` / `.convtr` level in parameter names mirrors Kyutai's checkpoi
 
 from __future__ import annotations
 
+import platform
 from collections import OrderedDict
 
 import torch
@@ -115,8 +116,18 @@ def _cpu_fp32(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32
 
 
-# oneDNN as measured here: x86. ARM builds run it on Arm Compute Library kernels, not measured.
-_ONEDNN = torch.backends.mkldnn.is_available() and not torch.ops.mkldnn._is_mkldnn_acl_supported()
+# oneDNN as measured here: on x86 (ARM builds run it on Arm Compute Library kernels, not measured),
+# through the ops torch.compile's CPU backend uses, which older PyTorch may lack.
+_ONEDNN_OPS = (
+    "_convolution_pointwise",
+    "_convolution_transpose_pointwise",
+    "_reorder_convolution_transpose_weight",
+)
+_ONEDNN = (
+    torch.backends.mkldnn.is_available()
+    and platform.machine().lower() in ("x86_64", "amd64")
+    and all(hasattr(torch.ops.mkldnn, op) for op in _ONEDNN_OPS)
+)
 
 
 def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:

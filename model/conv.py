@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import kept_copy, weight_times, wide_blocks
+from .product import cpu_fp32, kept_copy, weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -68,7 +68,7 @@ class StreamingConv1d(StreamingModule):
     def init_state(self, batch_size: int) -> _ConvState:
         weight = self.conv.conv.weight
         C, P = self.conv.conv.in_channels, self.padding
-        time_major = weight.device.type == "cpu" and _ONEDNN  # oneDNN's layout (below)
+        time_major = _ONEDNN and cpu_fp32(weight)  # oneDNN's layout, where it runs (below)
         if time_major:
             previous = weight.new_zeros(batch_size, P, C).mT
         else:
@@ -112,10 +112,6 @@ READ_FRAMES = 4
 FEW_FRAMES = 32
 
 
-def _cpu_fp32(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32
-
-
 # oneDNN as measured here: on x86 (ARM builds run it on Arm Compute Library kernels, not measured),
 # through the ops torch.compile's CPU backend uses, which older PyTorch may lack.
 _ONEDNN_OPS = (
@@ -131,11 +127,10 @@ _ONEDNN = (
 
 
 def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """oneDNN's kernels serve x: on the CPU in fp32, in a build that has them (x86), with no
-    gradient wanted (they have none)."""
+    """oneDNN's kernels serve x, an fp32 input on the CPU (the callers' check): in a build that has
+    them (x86), with no gradient wanted (they have none)."""
     return (
         _ONEDNN
-        and _cpu_fp32(x)
         and torch.backends.mkldnn.enabled
         and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
     )
@@ -178,7 +173,7 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     C_out, _, K = w.shape
     (S,), (D,) = conv.stride, conv.dilation
     frames = (x.shape[-1] - D * (K - 1) - 1) // S + 1
-    if conv.groups != 1 or not _cpu_fp32(x):
+    if conv.groups != 1 or not cpu_fp32(x):
         return conv(x)
     pointwise = K == 1 and S == 1
     if pointwise and frames > READ_FRAMES:  # a plain product, answered in x's layout
@@ -209,7 +204,7 @@ def conv_transpose1d(x: torch.Tensor, convtr: nn.ConvTranspose1d) -> torch.Tenso
     _, out_per_group, K = w.shape
     S = convtr.stride[0]
     depthwise = convtr.groups == C and out_per_group == 1
-    if not _cpu_fp32(x) or (convtr.groups != 1 and not depthwise):
+    if not cpu_fp32(x) or (convtr.groups != 1 and not depthwise):
         return convtr(x)
     kernel = "product" if depthwise else _kernel(x, w, T)
     if kernel == "product":

@@ -25,6 +25,12 @@ WIDE = 2048  # a weight with at least this many columns, and more columns than r
 FEW = 4  # columns up to which the blocks read faster (at 16 the single product is faster)
 
 
+def cpu_fp32(t: torch.Tensor) -> bool:
+    """t is an fp32 tensor on the CPU: what this module's products, and the CPU kernels chosen
+    around them, serve."""
+    return t.device.type == "cpu" and t.dtype == torch.float32
+
+
 def weight_times(
     w: torch.Tensor, cols: torch.Tensor, blocks: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -63,14 +69,7 @@ def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
     the CPU that costs its size again."""
     O = weight.shape[0]
     I = weight.numel() // max(O, 1)
-    if (
-        I < WIDE
-        or I <= O
-        or I % BLOCK
-        or not weight.is_cpu
-        or weight.dtype != torch.float32
-        or not weight.is_contiguous()
-    ):
+    if I < WIDE or I <= O or I % BLOCK or not cpu_fp32(weight) or not weight.is_contiguous():
         return None
     return kept_copy(
         weight,

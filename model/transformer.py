@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import weight_times, wide_blocks
+from .product import cpu_fp32, weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -54,12 +54,7 @@ def columns(linear: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     if not isinstance(linear, Linear):  # an Int8Linear
         return linear(rows).t()
     w = linear.weight
-    if (
-        w.device.type != "cpu"
-        or w.dtype != torch.float32
-        or not w.is_contiguous()
-        or (rows.shape[0] == 1 and w.shape[1] >= 4096)
-    ):
+    if not cpu_fp32(w) or not w.is_contiguous() or (rows.shape[0] == 1 and w.shape[1] >= 4096):
         return F.linear(rows, w).t()
     return weight_times(w, rows.contiguous().t(), wide_blocks(w))
 

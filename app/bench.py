@@ -521,6 +521,7 @@ def _write_random(config: str, folder: Path) -> Path:
 def _describe(pipeline) -> dict[str, Any]:
     import torch
 
+    from model import native
     from model.quant import int8_linear_names
 
     lm, mimi, device = pipeline.lm, pipeline.mimi, pipeline.device
@@ -536,6 +537,7 @@ def _describe(pipeline) -> dict[str, Any]:
         "activation_dtype": dtype,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_kernel": native.status() if device.type == "cpu" else None,
         "lm_parameters": sum(p.numel() for p in lm.parameters()),
         "mimi_parameters": sum(p.numel() for p in mimi.parameters()),
         "lm_shape": f"dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads; depformer "
@@ -651,6 +653,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"LM {report['dtype']}"
         + (f" (activations {report['activation_dtype']})" if report["dtype"] == "int8" else "")
         + f", Mimi float32, torch {report['torch']}",
+        *([f"CPU kernel: {report['cpu_kernel']}"] if report.get("cpu_kernel") else []),
         f"{report['frames']} frames of 80 ms after {report['warmup']} warm-up; synthetic input "
         f"(chirp + noise); sampling "
         + (

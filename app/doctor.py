@@ -3,8 +3,9 @@
 Model: every file present; every tensor's name, shape and dtype against the architecture in the
 config (safetensors headers only, seconds even for the 15 GB model); the tokenizer's vocabulary;
 the parameter counts; the memory the model needs at the chosen dtype against what the device has.
-Machine: Python, torch and its CUDA/MPS support, the GPU, PortAudio, and the audio devices with
-whether each takes Moshi's 24 kHz mono directly or needs resampling.
+Machine: Python, torch and its CUDA/MPS support, the GPU (or our CPU kernel, built here on first
+use), PortAudio, and the audio devices with whether each takes Moshi's 24 kHz mono directly or
+needs resampling.
 
 Exit status 0 when the model can run here (warnings allowed), 1 when something stops it; every
 problem found is named, one line each.
@@ -256,6 +257,12 @@ def _check_torch(section: Section) -> None:
             )
     elif not mps:
         section.add(WARN, "no GPU: the model runs on the CPU")
+    if not cuda:
+        from model import native  # builds our CPU kernel the first time (seconds)
+
+        built = native.weight_times_rows() is not None
+        failed = native.status().startswith("unavailable")
+        section.add(WARN if failed and not built else OK, f"CPU kernel: {native.status()}")
 
 
 def import_sounddevice() -> Any:

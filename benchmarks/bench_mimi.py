@@ -8,9 +8,11 @@ A streaming frame reads every weight once, so it can go no faster than reading t
 gives Mimi's weight bytes per frame, how fast this machine reads memory (a sum over 512 MB), and the
 time that takes, to judge a measured frame against the machine it ran on. On a shared VM the read
 speed changes from run to run (31 to 55 GB/s on issue 7's 2-core machine; MKL's products of a few
-columns read at most about 33 there, even from cache), and the floor with it.
+columns read at most about 33 there, even from cache, our kernel 36-49), and the floor with it.
 
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
+
+NO_NATIVE_KERNEL=1 times ours with MKL's products instead of our kernel (`model/native.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from model.checkpoint import load_weights  # noqa: E402
 from model.config import FRAME_SIZE  # noqa: E402
 from model.mimi import Mimi  # noqa: E402
+from model.native import status as native_status  # noqa: E402
 from model.streaming import streaming  # noqa: E402
 
 COLUMNS = ("encode p50", "encode mean", "decode p50", "decode mean")
@@ -139,6 +142,8 @@ def main() -> None:
         f"Mimi streaming, {args.frames} frames after {args.warmup} warm-up, device "
         f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
+    if args.device == "cpu":
+        print(f"our CPU kernel (model/native.py): {native_status()}")
     print(f"{'':10}" + "".join(f"{h:>13}" for h in COLUMNS) + "   (ms per 80 ms frame)")
     results = {}
     for name, model in models.items():

@@ -12,7 +12,10 @@ shapes, for each form the model could use:
     X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
     X @ Wcm     the weight stored [in, out] (column-major for nn.Linear)
     blocks      W @ X with a wide weight read in column blocks (`model.product.wide_blocks`), what
-                the model does for weights with 2048 or more columns; "-" for the others
+                the model does for weights with 2048 or more columns without our kernel; "-"
+                for the others
+    ours        our kernel (`model/native.py`): each weight row read once, front to back, for
+                one or two rows of activations; what the model uses where it is built
 
     python benchmarks/bench_products.py [--threads N] [--megabytes 200]
 """
@@ -28,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's model/
 
+from model import native  # noqa: E402
 from model.product import weight_times, wide_blocks  # noqa: E402
 
 SHAPES = [  # (out, in, rows): where the model meets them
@@ -67,9 +71,11 @@ def main() -> None:
     print(
         f"{args.threads} threads, torch {torch.__version__}; GB/s of fp32 weight read, best of 20"
     )
+    kernel = native.weight_times_rows()
+    print(f"our kernel: {native.status()}")
     print(
         f"{'weight [out, in]':>18} {'rows':>5} {'W @ X':>8} {'X @ W^T':>8} {'X @ Wcm':>8}"
-        f" {'blocks':>8}"
+        f" {'blocks':>8} {'ours':>8}"
     )
     for out, inp, rows in SHAPES:
         count = max(1, int(args.megabytes * 1e6 / (out * inp * 4)))
@@ -83,11 +89,23 @@ def main() -> None:
             (weights, lambda w, x=x: torch.mm(x, w.t())),
             (stored_t, lambda w, x=x: torch.mm(x, w)),
         ]
-        if wide_blocks(weights[0]) is not None:
-            cols = x.t()  # [in, rows], column-major
-            forms.append((weights, lambda w, c=cols: weight_times(w, c, wide_blocks(w))))
-        rates = [gb / (best_ms(lambda ws=ws, f=f: [f(w) for w in ws]) / 1000) for ws, f in forms]
-        cells = [f"{r:>9.1f}" for r in rates] + [f"{'-':>9}"] * (4 - len(rates))
+        with native.turned_off():
+            if wide_blocks(weights[0]) is not None:
+                cols = x.t()  # [in, rows], column-major
+                forms.append((weights, lambda w, c=cols: weight_times(w, c, wide_blocks(w))))
+            else:
+                forms.append(None)
+            if kernel is not None and rows <= native.MAX_ROWS:
+                forms.append((weights, lambda w, x=x: kernel(w, x)))
+            cells = []
+            for form in forms:
+                if form is None:
+                    cells.append(f"{'-':>9}")
+                    continue
+                ws, f = form
+                rate = gb / (best_ms(lambda ws=ws, f=f: [f(w) for w in ws]) / 1000)
+                cells.append(f"{rate:>9.1f}")
+        cells += [f"{'-':>9}"] * (5 - len(cells))
         print(f"{f'[{out}, {inp}]':>18} {rows:>5}" + "".join(cells))
 
 

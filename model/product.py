@@ -12,6 +12,9 @@ A wide weight (rows of 2048 or more, longer than it is tall: Mimi's feed-forward
 GB/s that way (best of 20; 15-20 inside a Mimi frame). Cut into blocks of 512 columns, each block
 stored whole, it reads at 31-36: a batch of short-row products, summed. The blocks are a copy, made
 on first use and kept beside the weight (`wide_blocks`): 126 MB for Mimi.
+
+Where our own kernel is built (`model/native.py`, x86-64 with a C++ compiler), it takes one or two
+columns instead, and reads every weight, wide or not, at 36-49 GB/s; wide blocks are then not made.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from . import native
 
 BLOCK = 512  # columns of a wide weight one product reads
 WIDE = 2048  # a weight with at least this many columns, and more columns than rows, is wide
@@ -40,6 +45,11 @@ def weight_times(
     Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
     cols^T @ w^T, the slow form."""
     N = cols.shape[-1]
+    if N <= native.MAX_ROWS and (cols.dim() == 2 or cols.shape[0] == 1):
+        kernel = _native_kernel(w, cols)
+        if kernel is not None:
+            y = kernel(w, cols.reshape(cols.shape[-2:]).t().contiguous())  # rows [N, I]
+            return y if cols.dim() == 2 else y[None]
     if N == 1:  # one column: twice
         cols = cols.expand(*cols.shape[:-1], 2).transpose(-1, -2).contiguous().transpose(-1, -2)
     if blocks is not None and N <= FEW and (cols.dim() == 2 or cols.shape[0] == 1):
@@ -54,6 +64,16 @@ def weight_times(
     return y[..., :1] if N == 1 else y
 
 
+def _native_kernel(w: torch.Tensor, cols: torch.Tensor):
+    """Our kernel (`model.native`) where it serves w @ cols: fp32 on the CPU, a contiguous weight,
+    no gradient wanted (it has none); else None."""
+    if not (cpu_fp32(w) and cpu_fp32(cols) and w.is_contiguous()):
+        return None
+    if torch.is_grad_enabled() and (w.requires_grad or cols.requires_grad):
+        return None
+    return native.weight_times_rows()
+
+
 def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """blocks [S, O, BLOCK] @ cols [S BLOCK, N] (column-major) -> [O, N]: block s takes rows
     s BLOCK .. (s + 1) BLOCK of the columns, and the S products are summed."""
@@ -65,11 +85,13 @@ def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 
 def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
     """A wide fp32 CPU weight [O, ...] (read as [O, I]) in column blocks [I / BLOCK, O, BLOCK],
-    or None for any other weight. Made on first use and kept beside the weight (`kept_copy`); on
-    the CPU that costs its size again."""
+    or None for any other weight, and where our kernel reads it (`model.native`). Made on first
+    use and kept beside the weight (`kept_copy`); on the CPU that costs its size again."""
     O = weight.shape[0]
     I = weight.numel() // max(O, 1)
     if I < WIDE or I <= O or I % BLOCK or not cpu_fp32(weight) or not weight.is_contiguous():
+        return None
+    if native.weight_times_rows() is not None:
         return None
     return kept_copy(
         weight,

@@ -3,7 +3,8 @@ kernels a conv runs on the CPU (`model.conv`).
 
 Wide weights are read through a copy cut into column blocks, and oneDNN's convs through a copy in
 oneDNN's blocked layout, both kept beside the weight; these tests hold the products and convs to
-PyTorch's own, and check that a copy never outlives the values it was made from.
+PyTorch's own, and check that a copy never outlives the values it was made from. Each runs twice:
+with our kernel taking one or two columns (`model.native`, where it is built) and without it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,23 @@ import torch
 import torch.nn.functional as F
 
 import model.conv
+import model.native
 from model.conv import StreamingConv1d, conv1d, conv_transpose1d, step_layout
 from model.product import weight_times
 from model.streaming import streaming
 from model.transformer import Linear
+
+
+@pytest.fixture(autouse=True, params=["native", "mkl"])
+def products(request):
+    """The product paths under test: our kernel for one or two columns, or MKL's for all."""
+    if request.param == "mkl":
+        with model.native.turned_off():
+            yield
+    elif model.native.weight_times_rows() is None:
+        pytest.skip(f"native kernel: {model.native.status()}")
+    else:
+        yield
 
 
 @pytest.mark.parametrize("shape", [(64, 2048), (96, 3584), (2048, 512), (64, 1000)])

@@ -8,7 +8,7 @@ A streaming frame reads every weight once, so it can go no faster than reading t
 gives Mimi's weight bytes per frame, how fast this machine reads memory (a sum over 512 MB), and the
 time that takes, to judge a measured frame against the machine it ran on. On a shared VM the read
 speed changes from run to run (31 to 55 GB/s on issue 7's 2-core machine; MKL's products of a few
-columns read at most about 33 there, even from cache, our kernel 36-49), and the floor with it.
+columns read at most about 33 there, even from cache, our kernel 31-51), and the floor with it.
 
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
 

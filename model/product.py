@@ -14,7 +14,7 @@ stored whole, it reads at 31-36: a batch of short-row products, summed. The bloc
 on first use and kept beside the weight (`wide_blocks`): 126 MB for Mimi.
 
 Where our own kernel is built (`model/native.py`, x86-64 with a C++ compiler), it takes one or two
-columns instead, and reads every weight, wide or not, at 36-49 GB/s; wide blocks are then not made.
+columns instead, and reads every weight, wide or not, at 31-51 GB/s; wide blocks are then not made.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def weight_times(
     return y[..., :1] if N == 1 else y
 
 
-def _native_kernel(w: torch.Tensor, cols: torch.Tensor):
+def _native_kernel(
+    w: torch.Tensor, cols: torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     """Our kernel (`model.native`) where it serves w @ cols: fp32 on the CPU, a contiguous weight,
     no gradient wanted (it has none); else None."""
     if not (cpu_fp32(w) and cpu_fp32(cols) and w.is_contiguous()):

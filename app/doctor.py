@@ -260,8 +260,9 @@ def _check_torch(section: Section) -> None:
     if not cuda:
         from model import native  # builds our CPU kernel the first time (seconds)
 
-        failed = native.status().startswith("unavailable")  # else built, or not meant to be
-        section.add(WARN if failed else OK, f"CPU kernel: {native.status()}")
+        kernel = native.status()
+        failed = kernel.startswith("unavailable")  # else built, or not meant to be
+        section.add(WARN if failed else OK, f"CPU kernel: {kernel}")
 
 
 def import_sounddevice() -> Any:

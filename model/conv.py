@@ -94,8 +94,9 @@ class StreamingConv1d(StreamingModule):
 
 # How a conv runs on the CPU, by shape (2 cores, fp32, Mimi's shapes):
 # - Few frames (up to READ_FRAMES out, or in for a transposed conv): reading the weight is most of
-#   the work, and MKL's product reads it fastest, weights [C_out, C_in K] @ the input unfolded into
-#   columns [C_in K, frames] (`model.product`). Kernel 1 is that product at any length.
+#   the work, and a product reads it fastest, weights [C_out, C_in K] @ the input unfolded into
+#   columns [C_in K, frames] (`model.product`: our kernel for one or two frames where it is built,
+#   MKL's otherwise). Kernel 1 is that product at any length.
 # - More frames: oneDNN's kernel on a weight reordered once into oneDNN's blocked layout and kept
 #   (`onednn_conv`). PyTorch's conv hands oneDNN its own layout, which oneDNN reorders on every
 #   call, and for a few frames takes slower paths still. Alone, Mimi's 256 -> 512 conv on 16

@@ -4,8 +4,9 @@ Plain Python (no Qt, no torch): the launcher, the About dialog, `self-test` and 
 files read it. The version itself has one source, pyproject.toml, read from the installed
 metadata by `app.__version__` (the PyInstaller bundle carries that metadata too).
 
-The data files live in ``app/resources/`` (package data, so a checkout, an editable install, a
-wheel and the bundle all find them beside this file).
+The data files live in ``resources/`` at the top of the repository. An installed wheel and the
+PyInstaller bundle carry them as package data in ``app/resources/`` beside this file; a checkout
+and an editable install read them where they are.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from model.files import WEIGHTS_LICENCE_NAME, WEIGHTS_LICENCE_URL
 
 from . import __version__
 
@@ -25,7 +28,14 @@ DESCRIPTION = "Talk full duplex with Kyutai's Moshi on your own machine."
 DESKTOP_ID = NAME
 BUNDLE_ID = "org.moshi-desktop.MoshiDesktop"  # macOS CFBundleIdentifier
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
+
+def _resources() -> Path:
+    here = Path(__file__).resolve().parent
+    installed = here / "resources"  # a wheel, the bundle
+    return installed if installed.is_dir() else here.parent / "resources"  # a checkout
+
+
+RESOURCES = _resources()
 DESKTOP_FILE = RESOURCES / f"{DESKTOP_ID}.desktop"
 ICON_THEME = RESOURCES / "icons" / "hicolor"  # the freedesktop layout: copy it into a data dir
 ICON_SVG = ICON_THEME / "scalable" / "apps" / f"{NAME}.svg"
@@ -55,11 +65,7 @@ LINKS = (
     Link("Moshi's weights on Hugging Face", "https://huggingface.co/kyutai"),
 )
 
-WEIGHTS_LICENCE = Licence(
-    "Moshi's weights (Kyutai)",
-    "CC-BY 4.0",
-    "https://creativecommons.org/licenses/by/4.0/",
-)
+WEIGHTS_LICENCE = Licence("Moshi's weights (Kyutai)", WEIGHTS_LICENCE_NAME, WEIGHTS_LICENCE_URL)
 
 # What a bundle ships besides our code. Qt is used unmodified as shared libraries (LGPL-3.0: a
 # user may replace them).

@@ -10,16 +10,21 @@ Exit status:
          audio device, ...; reported as one line ``moshi-desktop: error: <message>`` on stderr
     2    a usage error: bad arguments (argparse prints its usage) or `app.errors.UsageError`
     130  interrupted with Ctrl-C
+
+Every run logs to a rotating file in the platform's log folder (`app.logs`); an unexpected error
+prints one line naming that file, where its traceback is. `--verbose` prints debug lines too.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import __version__, bench, chat, devices, doctor, download, selftest, talk
+from app import __version__, logs
+from app.commands import bench, chat, devices, doctor, download, selftest, talk
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 PROG = "moshi-desktop"
+log = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
 """Runs one subcommand with its parsed arguments and returns the exit status."""
@@ -53,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, opens the desktop window.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print debug lines (they always go to the log)"
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)
@@ -68,16 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_status(exit_.code)
 
     handler: Handler | None = getattr(args, "handler", None)
+    log_file = logs.setup(verbose=args.verbose)
+    log.info("%s %s: %s", PROG, __version__, " ".join(sys.argv[1:] if argv is None else argv))
     try:
         if handler is None:
             return _open_window(parser)
         return handler(args)
     except UserError as err:
+        log.info("failed: %s", err, exc_info=True)
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: the traceback goes to the log, one line to the terminal
+        log.exception("unexpected error")
+        where = f"the details are in {log_file}" if log_file else "run it again with --verbose"
+        print(f"{PROG}: error: {type(err).__name__}: {err} ({where})", file=sys.stderr)
+        return 1
 
 
 def _open_window(parser: argparse.ArgumentParser) -> int:

@@ -1,7 +1,7 @@
 """Opens the desktop window: `moshi-desktop` with no command.
 
-The one file outside app/ui/ that touches Qt: it makes the QApplication, the engine with the
-local backend (app.local), and the main window.
+The one file outside app/ui/ that touches Qt: it makes the QApplication, the engine (which runs
+the model here, or talks with a server, as the settings say), and the main window.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from . import local
+from .audio.devices import audio_devices
+from .engine import local
 from .errors import UserError
 
 
@@ -17,11 +18,11 @@ class LocalBackend:
     """What the window needs to know about running Moshi on this machine."""
 
     is_cached = staticmethod(local.is_cached)
-    audio_devices = staticmethod(local.audio_devices)
+    audio_devices = staticmethod(audio_devices)
 
     @staticmethod
     def make_fetch(config):
-        from .fetch import ModelFetch
+        from .engine.fetch import ModelFetch
 
         return ModelFetch(
             config.model,
@@ -32,13 +33,15 @@ class LocalBackend:
 
 
 def build_engine():
-    from .engine import Engine
-    from .session import Conversation, default_recordings_dir
+    from .conversation.record import Conversation
+    from .engine.engine import Engine
+    from .engine.run import open_audio, open_compute
+    from .paths import recordings_dir
 
     return Engine(
-        local.load_pipeline,
-        local.open_audio,
-        new_record=lambda: Conversation.create(default_recordings_dir()),
+        open_compute,
+        open_audio,
+        new_record=lambda: Conversation.create(recordings_dir()),
     )
 
 

@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from .config import CheckpointConfig, ConfigError, MimiConfig
+from .files import SAFETENSORS_DTYPES, CheckpointError, ModelFiles, read_header
 from .lm import LM
 from .mimi import Mimi
 from .quant import (
@@ -38,11 +38,6 @@ from .quant import (
     quantize_linears,
     quantize_weight,
 )
-
-
-class CheckpointError(RuntimeError):
-    """A weights file that is missing, unreadable, or does not fit the model."""
-
 
 _FUSED_ATTENTION = {
     "in_proj_weight": "in_projs",
@@ -160,18 +155,12 @@ def adapt_state_dict(state: dict[str, torch.Tensor], module: nn.Module) -> dict[
 
 # --- Loading, one tensor at a time ------------------------------------------------------------
 
-_SAFETENSORS_DTYPES = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-}
+
+def torch_dtype(code: str) -> torch.dtype | None:
+    """The torch dtype of a safetensors dtype code ("BF16"), or None where torch has none."""
+    name = SAFETENSORS_DTYPES.get(code, ("", 0))[0]
+    dtype = getattr(torch, name, None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 class _WeightsFile:
@@ -186,12 +175,10 @@ class _WeightsFile:
         self.path = path
         if not path.is_file():
             raise CheckpointError(f"weights file not found: {path}")
-        self.header: dict[str, tuple[torch.Size, torch.dtype]] = {}
-        with self._open() as f:
-            for key in f.keys():
-                info = f.get_slice(key)
-                dtype = _SAFETENSORS_DTYPES.get(info.get_dtype(), torch.uint8)
-                self.header[key] = (torch.Size(info.get_shape()), dtype)
+        self.header: dict[str, tuple[torch.Size, torch.dtype]] = {
+            key: (torch.Size(info.shape), torch_dtype(info.dtype) or torch.uint8)
+            for key, info in read_header(path).items()
+        }
 
     def _open(self):
         try:
@@ -371,79 +358,6 @@ def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # --- A model folder in Kyutai's layout -----------------------------------------------------------
-
-
-@dataclass
-class ModelFiles:
-    """The files of one Moshi model, as a folder in Kyutai's layout names them."""
-
-    folder: Path
-    config: CheckpointConfig
-    mimi_config: MimiConfig
-    lm_weights: Path
-    mimi_weights: Path
-    tokenizer: Path
-
-
-def _local_file(folder: Path, name: str) -> Path:
-    if name.startswith("hf://"):
-        raise CheckpointError(
-            f"config.json in {folder} points to {name} in another Hugging Face repository; "
-            "load the model by its repository id so that file can be fetched"
-        )
-    if name.startswith("file://"):
-        return Path(name.removeprefix("file://"))
-    return folder / name
-
-
-def read_config(path: Path | None, name: str) -> CheckpointConfig:
-    """A checkpoint's config.json, or Moshi 7B's configuration where there is none."""
-    try:
-        return CheckpointConfig.from_json(path) if path is not None else CheckpointConfig()
-    except (ConfigError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
-        raise CheckpointError(f"{name} cannot be used: {e}") from e
-
-
-def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> MimiConfig:
-    """Mimi's config (its own file, or Kyutai's Mimi), using as many codebooks as the LM reads."""
-    lm = config.lm
-    num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
-    try:
-        if path is None:
-            return MimiConfig(num_codebooks=num_codebooks)
-        return MimiConfig.from_json(path, num_codebooks)
-    except (ConfigError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{name} cannot be used: {e}") from e
-
-
-def resolve_folder(folder: str | Path) -> ModelFiles:
-    """Find a model's files in `folder`. config.json is optional: without it, Moshi 7B's
-    configuration and Kyutai's default file names are assumed."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"model folder not found: {folder}")
-    config_path = folder / "config.json"
-    config = read_config(config_path if config_path.is_file() else None, str(config_path))
-    files = {
-        "LM weights": _local_file(folder, config.moshi_name),
-        "Mimi weights": _local_file(folder, config.mimi_name),
-        "text tokenizer": _local_file(folder, config.tokenizer_name),
-    }
-    mimi_config_path = None
-    if config.mimi_config_name:
-        mimi_config_path = files["Mimi config"] = _local_file(folder, config.mimi_config_name)
-    missing = [f"{what} ({path.name})" for what, path in files.items() if not path.is_file()]
-    if missing:
-        raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
-    mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path))
-    return ModelFiles(
-        folder,
-        config,
-        mimi_config,
-        files["LM weights"],
-        files["Mimi weights"],
-        files["text tokenizer"],
-    )
 
 
 def load_mimi(files: ModelFiles, device: str | torch.device = "cpu") -> Mimi:

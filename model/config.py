@@ -17,6 +17,7 @@ from typing import Any
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
 FRAME_SIZE = 1920  # samples per frame: 80 ms at 24 kHz
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE  # 0.08: one LM step
 
 MOSHI_NAME = "model.safetensors"
 MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"

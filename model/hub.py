@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import shutil
 import socket
 import threading
@@ -23,26 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .checkpoint import (
+from .files import (
+    DEFAULT_REPO,
     CheckpointError,
     ModelFiles,
+    is_repo_id,
     read_config,
     read_mimi_config,
     resolve_folder,
 )
-
-DEFAULT_REPO = "kyutai/moshiko-pytorch-bf16"
-KNOWN_REPOS = {
-    "kyutai/moshiko-pytorch-bf16": "Moshiko (male voice), bfloat16, 15.4 GB",
-    "kyutai/moshika-pytorch-bf16": "Moshika (female voice), bfloat16, 15.4 GB",
-    "kyutai/moshiko-pytorch-q8": "Moshiko (male voice), int8, 8 GB",
-    "kyutai/moshika-pytorch-q8": "Moshika (female voice), int8, 8 GB",
-}
-LICENSE = (
-    "Moshi's weights are published by Kyutai under the Creative Commons Attribution 4.0 licence "
-    "(CC-BY 4.0): https://creativecommons.org/licenses/by/4.0/"
-)
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class DownloadCancelled(Exception):
@@ -62,10 +50,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def is_repo_id(source: str) -> bool:
-    return bool(_REPO_ID.match(source)) and not Path(source).expanduser().exists()
 
 
 def locate_model(

@@ -14,10 +14,7 @@ with float32 per-row scales in a q8 checkpoint), whether each file is as long as
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +22,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, ModelFiles, adapt_state_dict
+from .checkpoint import adapt_state_dict, torch_dtype
+from .files import (
+    FAIL,
+    OK,
+    WARN,
+    CheckpointError,
+    ModelFiles,
+    TensorInfo,
+    dtype_name,
+    format_bytes,
+    read_header,
+)
 from .lm import LM
 from .mimi import Mimi
 from .text import TextTokenizer, TokenizerError
 from .transformer import Attention
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"
-
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 _MAX_LISTED = 8
 _BIG_LM = 1_000_000_000  # parameters: above this, float32 weights and the CPU deserve a warning
 
@@ -46,107 +51,10 @@ class Check:
     message: str
 
 
-@dataclass
-class TensorInfo:
-    """One entry of a safetensors header."""
-
-    dtype: str  # as safetensors names it: "BF16", "F32", "I8", ...
-    shape: tuple[int, ...]
-    start: int  # byte range in the data section
-    end: int
-
-    @property
-    def torch_dtype(self) -> torch.dtype | None:
-        return _DTYPES.get(self.dtype)
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-_DTYPES: dict[str, torch.dtype] = {
-    name: getattr(torch, attr)
-    for name, attr in {
-        "BOOL": "bool",
-        "U8": "uint8",
-        "I8": "int8",
-        "I16": "int16",
-        "U16": "uint16",
-        "I32": "int32",
-        "U32": "uint32",
-        "I64": "int64",
-        "U64": "uint64",
-        "F16": "float16",
-        "BF16": "bfloat16",
-        "F32": "float32",
-        "F64": "float64",
-        "F8_E4M3": "float8_e4m3fn",
-        "F8_E5M2": "float8_e5m2",
-    }.items()
-    if hasattr(torch, attr)
-}
-
-
-def read_header(path: str | Path) -> dict[str, TensorInfo]:
-    """The tensor table of a safetensors file, read without touching the tensors' data.
-
-    Raises CheckpointError if the file is missing, is not safetensors, or is shorter than its
-    header says (a download that stopped midway).
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes)")
-            (length,) = struct.unpack("<Q", prefix)
-            if length > min(_MAX_HEADER, size - 8):
-                raise CheckpointError(
-                    f"{path.name} is not a safetensors file (header length {length} does not "
-                    f"fit its {size} bytes)"
-                )
-            raw = json.loads(f.read(length))
-    except FileNotFoundError:
-        raise CheckpointError(f"weights file not found: {path}") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
-    except (ValueError, UnicodeDecodeError) as e:  # JSON errors are ValueErrors
-        raise CheckpointError(f"{path.name} is not a safetensors file (bad header: {e})") from e
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path.name} is not a safetensors file (bad header)")
-
-    tensors: dict[str, TensorInfo] = {}
-    try:
-        for name, entry in raw.items():
-            if name == "__metadata__":
-                continue
-            start, end = entry["data_offsets"]
-            tensors[name] = TensorInfo(
-                str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), int(start), int(end)
-            )
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path.name} is not a safetensors file (bad header entry)") from e
-    for name, info in tensors.items():
-        dtype = info.torch_dtype
-        if dtype is not None and info.end - info.start != info.numel * dtype.itemsize:
-            raise CheckpointError(
-                f"{path.name} is not a valid safetensors file: {name} has {info.end - info.start}"
-                f" bytes for {info.numel} values of {_dtype_name(info.dtype)}"
-            )
-    data_size = max((t.end for t in tensors.values()), default=0)
-    if 8 + length + data_size > size:
-        raise CheckpointError(
-            f"{path.name} is truncated: its header describes {_size(8 + length + data_size)} but "
-            f"the file has {_size(size)} (an interrupted download? fetch it again)"
-        )
-    return tensors
-
-
 def meta_state(header: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
     """Tensors on the meta device with the header's shapes and dtypes: no memory, no data."""
     return {
-        name: torch.empty(info.shape, dtype=info.torch_dtype or torch.uint8, device="meta")
+        name: torch.empty(info.shape, dtype=torch_dtype(info.dtype) or torch.uint8, device="meta")
         for name, info in header.items()
     }
 
@@ -171,8 +79,8 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         return (
-            f"{_size(self.total)} (LM weights {_size(self.lm_weights)} + KV cache "
-            f"{_size(self.kv_cache)} + Mimi {_size(self.mimi)} + margin {_size(self.margin)})"
+            f"{format_bytes(self.total)} (LM weights {format_bytes(self.lm_weights)} + KV cache "
+            f"{format_bytes(self.kv_cache)} + Mimi {format_bytes(self.mimi)} + margin {format_bytes(self.margin)})"
         )
 
 
@@ -290,19 +198,15 @@ def _listed(names: list[str]) -> str:
 
 
 def _dtypes(header: dict[str, TensorInfo]) -> str:
-    counts = Counter(_dtype_name(t.dtype) for t in header.values())
+    counts = Counter(dtype_name(t.dtype) for t in header.values())
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{name} ({n})" for name, n in counts.most_common())
 
 
-def _dtype_name(code: str) -> str:
-    dtype = _DTYPES.get(code)
-    return str(dtype).removeprefix("torch.") if dtype is not None else code
-
-
 def _is_float(info: TensorInfo) -> bool:
-    return info.torch_dtype is not None and info.torch_dtype.is_floating_point
+    dtype = torch_dtype(info.dtype)
+    return dtype is not None and dtype.is_floating_point
 
 
 def _on_disk_names(name: str) -> list[str]:
@@ -334,14 +238,14 @@ def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> Non
         for key in sorted(int8_keys):
             info, scale = weights[key], scales.get(key + "_scb")
             if info.dtype != "I8":
-                problems.append(f"{key}: expected int8, found {_dtype_name(info.dtype)}")
+                problems.append(f"{key}: expected int8, found {dtype_name(info.dtype)}")
             rows = info.shape[:1]
             if scale is None:
                 problems.append(f"{key}_scb: missing (expected float32 scales of shape {rows})")
             elif scale.dtype != "F32" or scale.shape != rows:
                 problems.append(
                     f"{key}_scb: expected float32 of shape {rows}, found "
-                    f"{_dtype_name(scale.dtype)} of shape {scale.shape}"
+                    f"{dtype_name(scale.dtype)} of shape {scale.shape}"
                 )
         for key in sorted(set(scales) - {k + "_scb" for k in int8_keys}):
             problems.append(f"{key}: unexpected key (a scale for no int8 linear weight)")
@@ -356,7 +260,7 @@ def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> Non
     for key in others:
         info = weights[key]
         if not _is_float(info):
-            problems.append(f"{key}: expected a float dtype, found {_dtype_name(info.dtype)}")
+            problems.append(f"{key}: expected a float dtype, found {dtype_name(info.dtype)}")
 
     if problems:
         report.add(FAIL, f"{what}: {len(problems)} dtype problem(s):\n{_listed(problems)}")
@@ -365,7 +269,7 @@ def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> Non
         floats = {k: weights[k] for k in others}
         report.add(
             OK,
-            f"{what}: {len(header)} tensors ({_size(path.stat().st_size)}), {kind}"
+            f"{what}: {len(header)} tensors ({format_bytes(path.stat().st_size)}), {kind}"
             f"{_dtypes(floats)}; names and shapes match",
         )
         if (
@@ -387,7 +291,7 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
         return
     fits = _fit(report, what, header, mimi)
     not_float = [
-        f"{k}: expected float32, found {_dtype_name(v.dtype)}"
+        f"{k}: expected float32, found {dtype_name(v.dtype)}"
         for k, v in sorted(header.items())
         if not _is_float(v)
     ]
@@ -396,7 +300,7 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
     elif fits:
         report.add(
             OK,
-            f"{what}: {len(header)} tensors ({_size(path.stat().st_size)}), {_dtypes(header)}; "
+            f"{what}: {len(header)} tensors ({format_bytes(path.stat().st_size)}), {_dtypes(header)}; "
             "names and shapes match",
         )
         lower = sorted(k for k, v in header.items() if v.dtype != "F32")
@@ -404,7 +308,7 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
             report.add(
                 WARN,
                 f"{what}: {len(lower)} tensors are not float32 (e.g. {lower[0]}, "
-                f"{_dtype_name(header[lower[0]].dtype)}); Mimi runs in float32 and they lose "
+                f"{dtype_name(header[lower[0]].dtype)}); Mimi runs in float32 and they lose "
                 "precision",
             )
 
@@ -431,10 +335,3 @@ def _count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return str(n)
-
-
-def _size(n: int) -> str:
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import ModelFiles, load_lm, load_mimi, resolve_folder
+from .checkpoint import load_lm, load_mimi
+from .files import ModelFiles, resolve_folder
 from .config import FRAME_SIZE
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted

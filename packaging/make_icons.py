@@ -1,7 +1,7 @@
 """Render the app icon's PNGs from its SVG: `python packaging/make_icons.py`.
 
-Reads app/resources/icons/hicolor/scalable/apps/moshi-desktop.svg and writes
-app/resources/icons/hicolor/<N>x<N>/apps/moshi-desktop.png for every size in
+Reads resources/icons/hicolor/scalable/apps/moshi-desktop.svg and writes
+resources/icons/hicolor/<N>x<N>/apps/moshi-desktop.png for every size in
 `app.appinfo.ICON_SIZES`, with Qt's SVG renderer (PySide6.QtSvg, in PySide6-Essentials).
 Run it after editing the SVG and commit the PNGs: the app loads the PNGs, so it needs no SVG
 support at run time.

@@ -22,6 +22,7 @@ os.environ["HF_HOME"] = os.path.join(_SESSION_HOME, "huggingface")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_SESSION_HOME, "config")
 os.environ["XDG_DATA_HOME"] = os.path.join(_SESSION_HOME, "data")
+os.environ["XDG_STATE_HOME"] = os.path.join(_SESSION_HOME, "state")  # the log (app/logs.py)
 
 
 def pytest_unconfigure(config: object) -> None:

@@ -4,6 +4,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CI_RUN = ROOT / ".ci" / "run"
@@ -40,3 +42,17 @@ def test_ci_installs_the_system_packages_the_readme_lists() -> None:
 
 def test_ci_run_is_executable() -> None:
     assert os.access(CI_RUN, os.X_OK)
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists its packages (resources/ installs as `app.resources`): a new folder
+    of code must be added there, or a wheel would leave it out."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("app", "model")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == folders | set(setuptools["package-dir"])

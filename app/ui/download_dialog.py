@@ -8,7 +8,7 @@
         --FetchFailed--> the message (or which files are missing and where else to get them),
                          [Retry] [Close]
 
-The download itself runs on a plain Python thread in `app.fetch.ModelFetch`; this dialog only
+The download itself runs on a plain Python thread in `app.engine.fetch.ModelFetch`; this dialog only
 reads its `events` queue, on a timer in the GUI thread. Any object with `start()`, `cancel()`,
 `events` (and optionally `start_check()` and `source`) will do, which is how the tests script it.
 Esc cancels a running download, and closes the dialog otherwise.
@@ -32,27 +32,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.fetch import (
-    LICENSE,
-    LICENSE_URL,
+from app.engine.fetch import (
     CheckResult,
     FetchCancelled,
     FetchDone,
     FetchFailed,
     FetchProgress,
 )
+from model.files import (
+    WEIGHTS_LICENCE,
+    WEIGHTS_LICENCE_NAME,
+    WEIGHTS_LICENCE_URL,
+    format_bytes,
+)
 
 POLL_MS = 100
 _BAR_STEPS = 1000  # QProgressBar holds an int: bytes of a 15 GB model would not fit
 LOCAL_FOLDER_HINT = "Settings → Model → Local folder…"
-
-
-def format_bytes(n: float) -> str:
-    """Sizes as the model cards give them: decimal units, one decimal ("15.4 GB")."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def format_eta(seconds: float) -> str:
@@ -74,9 +70,9 @@ def _sentence(text: str) -> str:
 
 
 def _licence_html() -> str:
-    sentence = LICENSE.removesuffix(": " + LICENSE_URL)
-    link = f'<a href="{html.escape(LICENSE_URL)}">CC-BY 4.0</a>'
-    return html.escape(sentence).replace("CC-BY 4.0", link) + "."
+    sentence = WEIGHTS_LICENCE.removesuffix(": " + WEIGHTS_LICENCE_URL)
+    link = f'<a href="{html.escape(WEIGHTS_LICENCE_URL)}">{WEIGHTS_LICENCE_NAME}</a>'
+    return html.escape(sentence).replace(WEIGHTS_LICENCE_NAME, link) + "."
 
 
 class DownloadDialog(QDialog):

@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine import (
-    ACTIVE_STATES,
+from app.engine.messages import (
     AudioBlock,
+    EngineState,
     ErrorEvent,
     Export,
     Exported,
@@ -45,6 +45,7 @@ from app.engine import (
     Stop,
     TextPiece,
 )
+from app.logs import log_path
 
 from .settings import Settings
 from .settings_dialog import SettingsDialog
@@ -55,7 +56,7 @@ from .waveform import WaveformView
 class EngineBridge(QObject):
     """Drains the engine's event queue on the GUI thread and re-emits each event as a signal."""
 
-    state = Signal(str)
+    state = Signal(object)  # an EngineState
     text = Signal(str, float)
     audio = Signal(object, object, float)
     stats = Signal(object)
@@ -77,20 +78,17 @@ class EngineBridge(QObject):
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(event, TextPiece):
-                self.text.emit(event.text, event.time)
-            elif isinstance(event, AudioBlock):
-                self.audio.emit(event.user, event.moshi, event.time)
-            elif isinstance(event, Stats):
-                self.stats.emit(event)
-            elif isinstance(event, StateChanged):
-                self.state.emit(event.state)
-            elif isinstance(event, Notice):
-                self.notice.emit(event.message)
-            elif isinstance(event, ErrorEvent):
-                self.error.emit(event.message)
-            elif isinstance(event, Exported):
-                self.exported.emit(event.path)
+            self._EMIT[type(event)](self, event)
+
+    _EMIT = {
+        TextPiece: lambda self, e: self.text.emit(e.text, e.time),
+        AudioBlock: lambda self, e: self.audio.emit(e.user, e.moshi, e.time),
+        Stats: lambda self, e: self.stats.emit(e),
+        StateChanged: lambda self, e: self.state.emit(e.state),
+        Notice: lambda self, e: self.notice.emit(e.message),
+        ErrorEvent: lambda self, e: self.error.emit(e.message),
+        Exported: lambda self, e: self.exported.emit(e.path),
+    }
 
 
 class Banner(QFrame):
@@ -124,7 +122,7 @@ class MainWindow(QMainWindow):
     def __init__(self, engine, settings: Settings, backend, parent: QWidget | None = None):
         super().__init__(parent)
         self.engine, self.settings, self.backend = engine, settings, backend
-        self.state = "stopped"
+        self.state = EngineState.STOPPED
         self.setWindowTitle("Moshi")
         self.setMinimumSize(640, 420)
         self._build_widgets()
@@ -146,7 +144,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(settings.window_geometry)
         else:
             self.resize(980, 640)
-        self.on_state("stopped")
+        self.on_state(EngineState.STOPPED)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -276,7 +274,7 @@ class MainWindow(QMainWindow):
     # --- conversation -------------------------------------------------------------------------
 
     def run_config(self):
-        from app.local import RunConfig
+        from app.engine.run import RunConfig
 
         s = self.settings
         return RunConfig(
@@ -293,7 +291,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def toggle_running(self) -> None:
-        if self.state in ACTIVE_STATES:
+        if self.state.active:
             self.engine.send(Stop())
             return
         config = self.run_config()
@@ -330,29 +328,28 @@ class MainWindow(QMainWindow):
 
     # --- engine events ------------------------------------------------------------------------
 
-    @Slot(str)
-    def on_state(self, state: str) -> None:
+    @Slot(object)
+    def on_state(self, state: EngineState) -> None:
         self.state = state
-        running = state in ACTIVE_STATES
-        self.start_button.setText("&Stop" if running else "&Start")
-        self.busy.setVisible(state in ("loading", "connecting", "waiting"))
+        self.start_button.setText("&Stop" if state.active else "&Start")
+        self.busy.setVisible(state.active and state is not EngineState.RUNNING)
         remote = self.settings.backend == "remote"
-        if state in ("loading", "connecting") and remote:
+        if state in (EngineState.LOADING, EngineState.CONNECTING) and remote:
             self.statusBar().showMessage(f"Connecting to {self.settings.server_url}…")
-        elif state == "waiting":
+        elif state is EngineState.WAITING:
             self.statusBar().showMessage(
                 "The server is busy with another conversation: waiting for a slot…"
             )
-        elif state == "loading":
+        elif state is EngineState.LOADING:
             self.statusBar().showMessage("Loading the model…")
-        elif state == "running":
+        elif state is EngineState.RUNNING:
             self.statusBar().clearMessage()
             if not self.settings.half_duplex:
                 # Short enough to fit beside the status figures at the window's usual width.
                 self.statusBar().showMessage(
                     "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
                 )
-        elif state == "finished":
+        elif state is EngineState.FINISHED:
             self.statusBar().showMessage("The input ended.", 5000)
 
     @Slot(object)
@@ -384,7 +381,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def on_error(self, message: str) -> None:
-        self.banner.show_message(message, "error")
+        self.banner.show_message(f"{message} (details in the log: {log_path()})", "error")
 
     @Slot(str)
     def on_exported(self, path: str) -> None:
@@ -430,7 +427,7 @@ class MainWindow(QMainWindow):
         if dialog.exec() == SettingsDialog.DialogCode.Accepted:
             self.duplex_button.setChecked(self.settings.half_duplex)
             self._describe_model()
-            if dialog.needs_restart() and self.state in ACTIVE_STATES:
+            if dialog.needs_restart() and self.state.active:
                 self.statusBar().showMessage(
                     "Server, model, device and audio changes apply on the next start.", 8000
                 )

@@ -11,7 +11,6 @@ tests pass their own `QSettings(path, QSettings.Format.IniFormat)`.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -20,28 +19,16 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from app.engine import SetSampling
+from app.engine.messages import SetSampling
+from app.engine.remote import DEFAULT_SERVER, server_url
 from app.errors import UserError
-from app.remote import DEFAULT_SERVER, server_url
+from model.files import DEFAULT_REPO, DEVICES, DTYPES, is_repo_id
 
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"
 
-# The models Kyutai publishes, as in model/hub.py (KNOWN_REPOS, DEFAULT_REPO): copied, because
-# app/ui may not import model/ (model/hub.py imports torch through model.checkpoint).
-PRESETS: dict[str, str] = {
-    "kyutai/moshiko-pytorch-bf16": "Moshiko (male voice), bfloat16, 15.4 GB",
-    "kyutai/moshika-pytorch-bf16": "Moshika (female voice), bfloat16, 15.4 GB",
-    "kyutai/moshiko-pytorch-q8": "Moshiko (male voice), int8, 8 GB",
-    "kyutai/moshika-pytorch-q8": "Moshika (female voice), int8, 8 GB",
-}
-DEFAULT_MODEL = "kyutai/moshiko-pytorch-bf16"
-
 BACKENDS = ("local", "remote")  # Moshi runs on this machine, or on Kyutai's server
 
-# As `moshi-desktop talk --device/--dtype` (app/talk.py, add_model_arguments).
-COMPUTE_DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
 
 TEMPERATURE_MAX = 1.5  # 0 takes the most likely token (greedy)
 TEXT_TOP_K_MAX = 32000  # the text vocabulary; top-k 0 keeps every token
@@ -70,22 +57,6 @@ class Key(Enum):
     WINDOW_GEOMETRY = "window/geometry"
     WINDOW_STATE = "window/state"
     LAST_EXPORT_FOLDER = "export/last_folder"
-
-
-def is_repo_id(text: str) -> bool:
-    """Whether `text` is a Hugging Face repository id, owner/name (the hub's own rules: letters,
-    digits, "-", "_" and "."; no "--" or ".."; "-" and "." neither start nor end a part)."""
-    parts = text.split("/")
-    return len(parts) == 2 and all(_is_repo_part(part) for part in parts)
-
-
-_REPO_PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
-
-
-def _is_repo_part(part: str) -> bool:
-    return (
-        len(part) <= 96 and bool(_REPO_PART.match(part)) and "--" not in part and ".." not in part
-    )
 
 
 def is_folder_source(source: str) -> bool:
@@ -223,10 +194,10 @@ _SPECS: dict[Key, _Spec] = {
     Key.TEXT_TOP_K: _Spec(25, _int_in(0, TEXT_TOP_K_MAX)),
     Key.AUDIO_TOP_K: _Spec(250, _int_in(0, AUDIO_TOP_K_MAX)),
     Key.SEED: _Spec(None, _optional(_int_in(0, SEED_MAX))),
-    Key.MODEL_SOURCE: _Spec(DEFAULT_MODEL, _model_source),
+    Key.MODEL_SOURCE: _Spec(DEFAULT_REPO, _model_source),
     Key.MODEL_REVISION: _Spec(None, _optional(_revision), _store_text),
     Key.OFFLINE: _Spec(False, _bool),
-    Key.COMPUTE_DEVICE: _Spec("auto", _one_of(COMPUTE_DEVICES)),
+    Key.COMPUTE_DEVICE: _Spec("auto", _one_of(DEVICES)),
     Key.DTYPE: _Spec("auto", _one_of(DTYPES)),
     Key.INPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.OUTPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
@@ -268,7 +239,7 @@ class Settings:
     model_source = _Setting[str](Key.MODEL_SOURCE)  # a repository id or a folder's absolute path
     model_revision = _Setting[str | None](Key.MODEL_REVISION)  # None: the latest
     offline = _Setting[bool](Key.OFFLINE)
-    compute_device = _Setting[str](Key.COMPUTE_DEVICE)  # one of COMPUTE_DEVICES
+    compute_device = _Setting[str](Key.COMPUTE_DEVICE)  # one of DEVICES
     dtype = _Setting[str](Key.DTYPE)  # one of DTYPES
     input_device = _Setting[str | None](Key.INPUT_DEVICE)  # a device name; None: the default
     output_device = _Setting[str | None](Key.OUTPUT_DEVICE)

@@ -36,20 +36,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine import SetSampling
+from app.engine.messages import SetSampling
+from app.engine.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
 from app.errors import UserError
-from app.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
+from model.files import CATALOG, is_repo_id
 
 from .settings import (
     AUDIO_TOP_K_MAX,
-    PRESETS,
     SEED_MAX,
     TEMPERATURE_MAX,
     TEXT_TOP_K_MAX,
     Key,
     Settings,
     is_folder_source,
-    is_repo_id,
 )
 
 BACKEND_CHOICES = {
@@ -251,7 +250,7 @@ class SettingsDialog(QDialog):
     def _model_group(self) -> QGroupBox:
         self.model_combo = QComboBox()
         self.model_combo.setAccessibleName("Model")
-        for repo, description in PRESETS.items():
+        for repo, description in CATALOG.items():
             self.model_combo.addItem(description, repo)
             self.model_combo.setItemData(
                 self.model_combo.count() - 1, repo, Qt.ItemDataRole.ToolTipRole
@@ -414,7 +413,7 @@ class SettingsDialog(QDialog):
         self._update_problem()
 
     def _show_source(self, source: str) -> None:
-        if source in PRESETS:
+        if source in CATALOG:
             kind = source
         elif is_folder_source(source):
             kind = FOLDER
@@ -458,7 +457,7 @@ class SettingsDialog(QDialog):
     @Slot()
     def _model_kind_changed(self) -> None:
         kind = self.model_combo.currentData()
-        if kind in PRESETS:
+        if kind in CATALOG:
             self.repo_edit.setText(kind)
         self.repo_edit.setReadOnly(kind != CUSTOM)
         self._model_form.setRowVisible(self.repo_edit, kind != FOLDER)

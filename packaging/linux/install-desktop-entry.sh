@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ -d "$here/_internal/app/resources" ]; then
     resources="$here/_internal/app/resources" # in the bundle
 else
-    resources="$here/../../app/resources" # in the repository
+    resources="$here/../../resources" # in the repository
 fi
 if [ $# -ge 1 ]; then
     program=$1

@@ -84,9 +84,9 @@ def fake_server():
 
 @pytest.fixture
 def start_engine():
-    """start_engine(load, open_audio, new_record=None): an `app.engine.Engine` over those,
+    """start_engine(load, open_audio, new_record=None): an `app.engine.engine.Engine` over those,
     started, and closed when the test ends; `engine.records` holds the records it made."""
-    from app.engine import Engine
+    from app.engine.engine import Engine
 
     engines = []
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.checkpoint import CheckpointError, load_weights
+from model.checkpoint import load_weights
 from model.config import MimiConfig
+from model.files import CheckpointError
 from model.mimi import Mimi
 
 FRAME = 1920

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from model.checkpoint import CheckpointError, resolve_folder
 from model.config import CheckpointConfig, ConfigError, LMConfig, MimiConfig
+from model.files import CheckpointError, resolve_folder
 
 
 def test_mimi_config_reads_the_originals_format():

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from model.checkpoint import CheckpointError
 from model.config import LMConfig
+from model.files import CheckpointError
 from model.hub import DownloadCancelled, Progress, locate_model
 from model.pipeline import Pipeline
 

@@ -19,9 +19,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from model.checkpoint import fuse_attention, resolve_folder
+from model.checkpoint import fuse_attention
 from model.config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME, LMConfig, MimiConfig
-from model.inspect import FAIL, OK, WARN, inspect_model, linear_weight_names, read_header
+from model.files import FAIL, OK, WARN, read_header, resolve_folder
+from model.inspect import inspect_model, linear_weight_names
 from model.lm import LM
 from model.mimi import Mimi
 from model.text import TextTokenizer
@@ -245,7 +246,7 @@ def test_truncated_and_garbage_files_fail(tiny_checkpoint: Path, tmp_path: Path)
 
 
 def test_header_whose_byte_ranges_do_not_fit_the_shapes_fails(tmp_path: Path) -> None:
-    from model.checkpoint import CheckpointError
+    from model.files import CheckpointError
 
     path = tmp_path / "bad.safetensors"
     raw = json.dumps({"w": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 10]}}).encode()
@@ -349,7 +350,7 @@ def test_lower_precision_mimi_and_float32_lm_warn(tmp_path: Path) -> None:
 def _q8_files(folder: Path):
     """The q8 folder's files. Where model/config.py does not take `"quantize": true` yet, the
     flag is set on the parsed config instead, so the q8 checks are still exercised."""
-    from model.checkpoint import CheckpointError
+    from model.files import CheckpointError
 
     try:
         return resolve_folder(folder)

@@ -26,16 +26,14 @@ from safetensors.torch import load_file, save_file
 
 from app.cli import main
 from model.checkpoint import (
-    CheckpointError,
-    ModelFiles,
     adapt_state_dict,
     fuse_attention,
     load_lm,
     load_mimi,
     read_safetensors,
-    resolve_folder,
 )
 from model.config import CheckpointConfig, ConfigError
+from model.files import CheckpointError, ModelFiles, resolve_folder
 from model.generate import SamplingSettings
 from model.lm import LM
 from model.pipeline import Pipeline, resolve_dtype, wants_int8
@@ -371,7 +369,8 @@ _MEASURE = """
 import json, resource, sys
 from pathlib import Path
 import torch
-from model.checkpoint import ModelFiles, load_lm
+from model.checkpoint import load_lm
+from model.files import ModelFiles
 from model.config import CheckpointConfig, MimiConfig
 from model.lm import LM
 

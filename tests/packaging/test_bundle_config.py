@@ -127,8 +127,8 @@ def test_excluded_modules_are_never_imported(load_packaging) -> None:
         import json, sys
         from app import cli
         status = cli.main(["self-test", "--frames", "2"])
-        import app.bench, app.chat, app.devices, app.doctor, app.download, app.fetch, app.talk
-        import app.remote, websockets.sync.client
+        import app.commands.bench, app.commands.chat, app.commands.devices, app.commands.doctor, app.commands.download, app.engine.fetch, app.commands.talk
+        import app.engine.remote, websockets.sync.client
         import huggingface_hub.file_download
         excluded = {config.EXCLUDES!r}
         found = [e for e in excluded if any(m == e or m.startswith(e + ".") for m in sys.modules)]

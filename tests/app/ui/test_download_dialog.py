@@ -11,8 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from app.fetch import (
-    LICENSE_URL,
+from app.engine.fetch import (
     CheckResult,
     FetchCancelled,
     FetchDone,
@@ -22,6 +21,7 @@ from app.fetch import (
     ModelFetch,
 )
 from app.ui.download_dialog import DownloadDialog, format_bytes, format_eta
+from model.files import WEIGHTS_LICENCE_URL as LICENSE_URL
 
 ROOT = Path(__file__).resolve().parents[3]
 REPO = "kyutai/moshiko-pytorch-bf16"
@@ -36,7 +36,7 @@ NOT_CACHED = CheckResult(
 
 
 class ScriptedFetch:
-    """Stands in for app.fetch.ModelFetch: records calls; the test puts the events."""
+    """Stands in for app.engine.fetch.ModelFetch: records calls; the test puts the events."""
 
     source = REPO
 

@@ -13,7 +13,7 @@ def test_the_launcher_builds_the_window(qtbot):
 
 
 def test_a_folder_that_does_not_exist_is_not_cached():
-    from app.local import RunConfig
+    from app.engine.run import RunConfig
 
     assert app.gui.LocalBackend.is_cached(RunConfig(model="/no/such/folder")) is False
 
@@ -31,8 +31,8 @@ def test_no_display_is_one_clear_line(monkeypatch, capsys):
 
 def test_the_download_offer_carries_the_local_advice(monkeypatch):
     import app.gui
-    from app.fetch import CheckResult, FileInfo
-    from app.local import RunConfig
+    from app.engine.fetch import CheckResult, FileInfo
+    from app.engine.run import RunConfig
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     fetch = app.gui.LocalBackend.make_fetch(RunConfig(model="kyutai/moshiko", device="cpu"))

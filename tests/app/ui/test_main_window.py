@@ -7,9 +7,10 @@ import pytest
 import soundfile
 from PySide6.QtCore import QSettings
 
-from app.audio import FileAudio
-from app.engine import Engine
-from app.session import Conversation
+from app.audio.from_file import FileAudio
+from app.conversation.record import Conversation
+from app.engine.engine import Engine
+from app.engine.local import LocalCompute
 from app.ui.main_window import MainWindow
 from app.ui.settings import Settings
 
@@ -45,12 +46,12 @@ def make_window(qtbot, tmp_path, tiny_checkpoint, voice):
         settings.model_source = str(tiny_checkpoint)
         settings.compute_device = "cpu"
 
-        def load_pipeline(config):
+        def open_compute(config):
             assert config.model == str(tiny_checkpoint) and config.device == "cpu"
-            return Pipeline.load(tiny_checkpoint, "cpu", seed=0)
+            return LocalCompute(Pipeline.load(tiny_checkpoint, "cpu", seed=0))
 
         engine = Engine(
-            load or load_pipeline,
+            load or open_compute,
             lambda config: FileAudio(voice, realtime=False, trailing_silence=1.0),
             new_record=lambda: Conversation.create(tmp_path / "recordings"),
         )
@@ -103,9 +104,9 @@ def test_sampling_settings_reach_the_running_model(make_window, qtbot):
     window.settings.text_temperature = 0.0
     window.settings.audio_top_k = 3
     window.start_button.click()
-    qtbot.waitUntil(lambda: window.engine.pipeline is not None, timeout=30000)
-    qtbot.waitUntil(lambda: window.engine.pipeline.sampling.top_k == 3, timeout=5000)
-    assert window.engine.pipeline.sampling.text_temperature == 0.0
+    qtbot.waitUntil(lambda: window.engine.compute is not None, timeout=30000)
+    qtbot.waitUntil(lambda: window.engine.compute.pipeline.sampling.top_k == 3, timeout=5000)
+    assert window.engine.compute.pipeline.sampling.text_temperature == 0.0
 
 
 def test_an_error_shows_a_message_and_the_window_stays_usable(make_window, qtbot, tiny_checkpoint):
@@ -146,7 +147,7 @@ def test_start_offers_the_download_when_the_model_is_missing(make_window, qtbot,
 
     window = make_window(backend=Missing(cached=False))
     window.start_button.click()
-    assert len(offered) == 1 and window.engine.pipeline is None and window.state == "stopped"
+    assert len(offered) == 1 and window.engine.compute is None and window.state == "stopped"
 
 
 def test_shortcuts_and_geometry(make_window, qtbot):
@@ -165,7 +166,7 @@ def test_settings_from_the_menu_are_saved_and_applied_live(make_window, qtbot, m
 
     window = make_window()
     window.start_button.click()
-    qtbot.waitUntil(lambda: window.engine.pipeline is not None, timeout=30000)
+    qtbot.waitUntil(lambda: window.engine.compute is not None, timeout=30000)
 
     def change_and_accept(dialog):
         dialog.audio_top_k.setValue(7)  # live: the running conversation gets it now
@@ -174,7 +175,7 @@ def test_settings_from_the_menu_are_saved_and_applied_live(make_window, qtbot, m
 
     monkeypatch.setattr(SettingsDialog, "exec", change_and_accept)
     window.settings_action.trigger()
-    qtbot.waitUntil(lambda: window.engine.pipeline.sampling.top_k == 7, timeout=5000)
+    qtbot.waitUntil(lambda: window.engine.compute.pipeline.sampling.top_k == 7, timeout=5000)
     assert window.settings.audio_top_k == 7
 
 
@@ -199,13 +200,13 @@ def test_loading_shows_progress(make_window, qtbot):
 
 
 def test_a_conversation_through_a_server(qtbot, tmp_path, voice, fake_server):
-    from app.local import load_pipeline
+    from app.engine.run import open_compute
 
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     settings.backend = "remote"
     settings.server_url = fake_server.url
     engine = Engine(
-        load_pipeline,  # the launcher's: RunConfig.server set, a RemoteSession
+        open_compute,  # the launcher's: RunConfig.server set, a RemoteSession
         lambda config: FileAudio(voice, realtime=True, trailing_silence=0.5),
         new_record=lambda: Conversation.create(tmp_path / "recordings"),
     )
@@ -227,7 +228,7 @@ def test_a_conversation_through_a_server(qtbot, tmp_path, voice, fake_server):
 def test_an_unreachable_server_says_so_and_the_window_stays_usable(qtbot, tmp_path, voice):
     import socket
 
-    from app.local import load_pipeline
+    from app.engine.run import open_compute
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -235,7 +236,7 @@ def test_an_unreachable_server_says_so_and_the_window_stays_usable(qtbot, tmp_pa
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     settings.backend = "remote"
     settings.server_url = f"ws://127.0.0.1:{port}/api/chat"
-    engine = Engine(load_pipeline, lambda config: FileAudio(voice, realtime=True))
+    engine = Engine(open_compute, lambda config: FileAudio(voice, realtime=True))
     window = MainWindow(engine, settings, Backend(cached=False))
     qtbot.addWidget(window)
     window.show()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings
 
-from app.engine import SetSampling
-from app.ui.settings import DEFAULT_MODEL, PRESETS, Key, Settings, is_repo_id
+from app.engine.messages import SetSampling
+from app.ui.settings import Key, Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -113,7 +113,6 @@ def test_defaults_when_nothing_is_stored(ini: Path) -> None:
         assert settings.value(key) == default, key
         assert getattr(settings, ATTRIBUTES[key]) == default, key
         assert Settings.default(key) == default
-    assert DEFAULT_MODEL in PRESETS
 
 
 @pytest.mark.parametrize("key", list(Key), ids=lambda key: key.value)
@@ -261,28 +260,6 @@ def test_sampling_command(ini: Path) -> None:
     assert settings.sampling_command() == SetSampling(
         temperature=0.0, top_k=100, text_temperature=1.2, text_top_k=0
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "ok"),
-    [
-        ("kyutai/moshiko-pytorch-bf16", True),
-        ("a/b", True),
-        ("owner_1/name.v2", True),
-        ("kyutai", False),
-        ("kyutai/", False),
-        ("/moshi", False),
-        ("a/b/c", False),
-        ("a b/c", False),
-        ("-a/b", False),
-        ("a/b.", False),
-        ("a--b/c", False),
-        ("a/b..c", False),
-        ("a/" + "x" * 97, False),
-    ],
-)
-def test_is_repo_id(text: str, ok: bool) -> None:
-    assert is_repo_id(text) is ok
 
 
 def test_the_user_settings_live_under_the_test_config_folder(qapp) -> None:

@@ -19,9 +19,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine import SetSampling
-from app.ui.settings import DEFAULT_MODEL, Key, Settings
+from app.engine.messages import SetSampling
+from app.ui.settings import Key, Settings
 from app.ui.settings_dialog import CUSTOM, DIALOG_KEYS, FOLDER, SettingsDialog
+from model.files import DEFAULT_REPO as DEFAULT_MODEL
 
 DEVICES = [
     ("Built-in Microphone", True, False),

@@ -1,0 +1,161 @@
+"""What the commands that run the model share: their arguments (--model, --device, --dtype,
+sampling), and finding and loading the model with a progress bar on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model.files import DEFAULT_REPO, DEVICES, DTYPES, WEIGHTS_LICENCE, CheckpointError
+
+from ..errors import UserError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype: shared by every command that runs the model."""
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_REPO,
+        metavar="REPO_OR_FOLDER",
+        help="a Hugging Face repository id (default %(default)s; also "
+        "kyutai/moshika-pytorch-bf16 and the -q8 siblings), downloaded into the Hugging Face "
+        "cache, or a local folder in Kyutai's layout",
+    )
+    parser.add_argument("--revision", help="a branch, tag or commit of the repository")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only what is in the cache (also HF_HUB_OFFLINE=1; automatic when the hub "
+        "cannot be reached)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where the model runs (auto: CUDA, then MPS, then CPU)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="the LM's dtype (auto: bfloat16 on a GPU, float32 on the CPU); int8: int8 "
+        "weight-only linears, about half the memory of bfloat16, the rest at the auto dtype. "
+        "A -q8 model is int8 whatever this says (a float dtype then applies to the rest). "
+        "Mimi always runs in float32",
+    )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on a CUDA GPU, launch each step's kernels one by one instead of replaying CUDA "
+        "graphs (slower; also NO_CUDA_GRAPH=1)",
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--temperature", type=float, default=0.8, help="audio sampling temperature (0: greedy)"
+    )
+    parser.add_argument(
+        "--text-temperature", type=float, default=0.7, help="text sampling temperature (0: greedy)"
+    )
+    parser.add_argument("--top-k", type=int, default=250, help="audio top-k (0: all tokens)")
+    parser.add_argument("--text-top-k", type=int, default=25, help="text top-k (0: all tokens)")
+    parser.add_argument(
+        "--greedy", action="store_true", help="always take the most likely token (deterministic)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+
+
+def check_sampling(args: argparse.Namespace) -> None:
+    """UserError unless every sampling flag is 0 or more."""
+    for name in ("temperature", "text_temperature", "top_k", "text_top_k"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+
+
+def sampling_settings(args: argparse.Namespace):
+    """The model's sampling settings from --temperature, --top-k, ...; UserError if one is below 0."""
+    from model.generate import SamplingSettings
+
+    check_sampling(args)
+    return SamplingSettings(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        text_temperature=args.text_temperature,
+        text_top_k=args.text_top_k,
+        greedy=args.greedy,
+    )
+
+
+def load_pipeline(args: argparse.Namespace, sampling=None):
+    """Load the model named by --model/--device/--dtype (downloading what is missing, with a
+    progress bar), turning every failure into a UserError."""
+    from ..engine.local import load_files
+
+    return load_files(
+        locate(args),
+        args.device,
+        args.dtype,
+        sampling=sampling,
+        seed=getattr(args, "seed", None),
+        cuda_graphs=False if getattr(args, "no_cuda_graphs", False) else None,
+    )
+
+
+class ProgressBars:
+    """Draws one tqdm bar per file on stderr; shows the weights' licence before the first."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.filename = None
+        self.licence_shown = False
+
+    def __call__(self, update) -> None:
+        from tqdm import tqdm
+
+        if not self.licence_shown:
+            print(WEIGHTS_LICENCE, file=sys.stderr)
+            self.licence_shown = True
+        if update.filename != self.filename:
+            self.close()
+            self.filename = update.filename
+            self.bar = tqdm(
+                total=update.total,
+                initial=update.done,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                disable=None,
+                desc=f"[{update.index}/{update.count}] {update.filename}",
+            )
+        elif self.bar is not None:
+            self.bar.update(update.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def locate(args: argparse.Namespace, download: bool = True):
+    """The files of `args.model` (with `args.revision`, `args.offline`), downloading what is
+    missing; every failure is a UserError."""
+    from model.hub import locate_model
+
+    bars = ProgressBars()
+    try:
+        return locate_model(
+            args.model,
+            revision=getattr(args, "revision", None),
+            offline=getattr(args, "offline", False) or None,
+            download=download,
+            progress=bars,
+        )
+    except CheckpointError as e:
+        raise UserError(f"cannot load the model: {e}") from e
+    except KeyboardInterrupt:
+        bars.close()
+        raise UserError("download interrupted; run the same command again to resume") from None
+    finally:
+        bars.close()

@@ -1,0 +1,275 @@
+"""`moshi-desktop chat`: a live conversation in the terminal.
+
+The microphone and speakers (or `--input-file`, played as if spoken, and `--output-file`) feed the
+realtime engine; Moshi's inner monologue prints as it comes, with a status line of stats. Moshi runs
+here, or with `--server URL` on Kyutai's Moshi server. Ctrl+C ends the conversation (with an input
+file it also ends by itself after the file and `--trailing-silence`), then `--export` writes each
+file. Everything is also autosaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(subparsers) -> None:
+    from .arguments import add_model_arguments, add_sampling_arguments
+
+    parser = subparsers.add_parser(
+        "chat",
+        help="talk with Moshi live in the terminal (microphone and speakers, or files)",
+        description=__doc__.split("\n\n")[1],
+    )
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="talk to Kyutai's Moshi server (python -m moshi.server, or its Rust server) instead "
+        "of running the model here: ws://HOST:PORT or wss://HOST (path /api/chat unless given; "
+        "without a scheme, ws:// and port 8998). --model, --device and --dtype are then unused; "
+        "sampling flags and --seed are sent to the server, which honours them if it is the Rust "
+        "server (the Python server ignores them)",
+    )
+    parser.add_argument("--input-device", help="microphone: index or part of its name")
+    parser.add_argument("--output-device", help="speakers: index or part of its name")
+    parser.add_argument("--input-file", type=Path, help="play this file as your voice")
+    parser.add_argument("--output-file", type=Path, help="write Moshi's voice to this wav file")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --input-file: play it at real speed, not as fast as possible (always so "
+        "with --server)",
+    )
+    parser.add_argument(
+        "--trailing-silence",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --input-file: silence after it so Moshi can answer (default 5)",
+    )
+    parser.add_argument(
+        "--half-duplex",
+        action="store_true",
+        help="mute the microphone while Moshi speaks (when not using headphones)",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="write the conversation when it ends: .txt .md .json .srt .vtt, or "
+        ".wav (stereo: you left, Moshi right)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _open_audio(args: argparse.Namespace):
+    from ..audio.devices import DeviceAudio
+    from ..audio.from_file import FileAudio
+
+    if args.input_file is not None:
+        return FileAudio(
+            args.input_file,
+            args.output_file,
+            realtime=args.realtime or args.server is not None,  # a server talks in real time
+            trailing_silence=args.trailing_silence,
+        )
+    if args.output_file is not None:
+        raise UserError("--output-file needs --input-file (live audio plays on the speakers)")
+    return DeviceAudio(args.input_device, args.output_device)
+
+
+def _check_exports(paths: list[Path]) -> None:
+    kinds = {".txt", ".md", ".json", ".srt", ".vtt", ".wav"}
+    for path in paths:
+        if path.suffix.lower() not in kinds:
+            raise UserError(f"cannot export {path.name}: use one of {', '.join(sorted(kinds))}")
+        if not path.parent.is_dir():
+            raise UserError(f"export folder does not exist: {path.parent}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..conversation.record import Conversation
+    from ..engine.engine import Engine
+    from ..engine.messages import (
+        EngineState,
+        ErrorEvent,
+        Export,
+        Exported,
+        Notice,
+        SetHalfDuplex,
+        Start,
+        StateChanged,
+        Stats,
+        Stop,
+        TextPiece,
+    )
+    from ..paths import recordings_dir
+
+    _check_exports(args.export)
+    load, model, sampling = _compute(args)
+    first_audio = _open_audio(args)  # device and file errors show before the model loads
+    audios = iter([first_audio])
+
+    def open_audio(config):
+        return next(audios, None) or _open_audio(args)
+
+    def new_record():
+        return Conversation.create(recordings_dir(), model=model, settings=vars(sampling))
+
+    engine = Engine(load, open_audio, new_record=new_record)
+    engine.start()
+    status = StatusLine()
+    failed = None
+    try:
+        engine.send(SetHalfDuplex(args.half_duplex))
+        if args.server is not None:
+            engine.send(sampling)  # a SetSampling, sent with the connection
+        engine.send(Start())
+        while True:
+            event = engine.events.get()
+            if isinstance(event, TextPiece):
+                status.text(event.text)
+            elif isinstance(event, Stats):
+                status.show(event)
+            elif isinstance(event, Notice):
+                status.end_line()
+                print(event.message, file=sys.stderr)
+            elif isinstance(event, ErrorEvent):
+                failed = event.message
+                break
+            elif isinstance(event, StateChanged) and event.state in (
+                EngineState.FINISHED,
+                EngineState.ERROR,
+            ):
+                break
+            elif isinstance(event, StateChanged):
+                _say(event.state, args, model)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        status.end_line()
+        engine.send(Stop())
+        for path in args.export:
+            engine.send(Export(str(path)))
+            while True:
+                event = _next_event(engine, timeout=120)
+                if isinstance(event, Exported):
+                    print(f"wrote {path}", file=sys.stderr)
+                    break
+                if isinstance(event, ErrorEvent) or event is None:
+                    failed = failed or (event.message if event else f"could not write {path}")
+                    break
+        record = engine.record
+        engine.close()
+    if record is not None and getattr(record, "folder", None):
+        print(f"conversation saved in {record.folder}", file=sys.stderr)
+    if failed:
+        raise UserError(failed)
+    return 0
+
+
+def _say(state, args: argparse.Namespace, server: str) -> None:
+    """A line on stderr as the conversation gets going (`state`: an EngineState)."""
+    from ..engine.messages import EngineState
+
+    lines = {
+        EngineState.LOADING: "Loading the model…",
+        EngineState.CONNECTING: f"Connecting to {server}…",
+        EngineState.WAITING: "The server is busy with another conversation: waiting for a slot (Ctrl+C "
+        "gives up)…",
+    }
+    if state is EngineState.RUNNING:
+        if args.server is not None:
+            print(f"Connected to {server}.", file=sys.stderr)
+        if args.input_file is None:
+            print(
+                "Listening: talk to Moshi (headphones recommended). Ctrl+C ends the conversation.",
+                file=sys.stderr,
+            )
+    elif state in lines and not (state is EngineState.LOADING and args.server is not None):
+        print(lines[state], file=sys.stderr)
+
+
+def _compute(args: argparse.Namespace):
+    """What computes Moshi's frames, what the record calls it, and the sampling settings: the
+    model (loaded on the engine thread) or a session with `--server`."""
+    from .arguments import check_sampling, load_pipeline, sampling_settings
+
+    if args.server is None:
+        from ..engine.local import LocalCompute
+
+        sampling = sampling_settings(args)
+        return (
+            (lambda config: LocalCompute(load_pipeline(args, sampling))),
+            str(args.model),
+            sampling,
+        )
+
+    from ..engine.messages import SetSampling
+    from ..engine.remote import RemoteSession, server_url
+
+    check_sampling(args)
+    url = server_url(args.server)
+    greedy = getattr(args, "greedy", False)
+    sampling = SetSampling(
+        temperature=0.0 if greedy else args.temperature,
+        top_k=args.top_k,
+        text_temperature=0.0 if greedy else args.text_temperature,
+        text_top_k=args.text_top_k,
+    )
+    return (lambda config: RemoteSession(url, seed=args.seed)), url, sampling
+
+
+def _next_event(engine, timeout: float):
+    try:
+        return engine.events.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+class StatusLine:
+    """Stats on a line of their own on stderr, every 10 s of conversation, when it is a terminal."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.active = sys.stderr.isatty()
+        self.every, self.next_at = every, every
+        self.mid_line = False  # the transcript's current line is not finished
+
+    def text(self, piece: str) -> None:
+        print(piece, end="", flush=True)
+        self.mid_line = True
+
+    def show(self, stats) -> None:
+        if not self.active or stats.elapsed < self.next_at:
+            return
+        self.next_at = stats.elapsed + self.every
+        if self.mid_line:
+            print(flush=True)
+            self.mid_line = False
+        remote = stats.remote
+        if remote is None:
+            speed = f"{stats.ms_per_frame.get('total', 0):.0f} ms/frame, RTF {stats.rtf:.2f}"
+        else:
+            speed = (
+                f"RTT {remote.rtt_ms:.0f} ms, buffer {remote.buffer_ms:.0f} ms, missed "
+                f"{remote.missed_ms / 1000:.1f} s, reconnects {remote.reconnects}"
+            )
+        print(
+            f"[{stats.elapsed:.0f} s: {speed}, latency {stats.latency_ms:.0f} ms, dropped "
+            f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}]",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def end_line(self) -> None:
+        if self.mid_line:
+            print(flush=True)
+            self.mid_line = False

@@ -1,0 +1,735 @@
+"""The record of one conversation: Moshi's transcript with times, both voices, autosave and export.
+
+The engine calls :meth:`Conversation.add_frame` once per 80 ms frame (1920 samples at 24 kHz):
+the user's audio, Moshi's audio (``None`` is silence for that frame: Moshi's first step emits
+nothing, the mic may drop a frame) and the piece of Moshi's inner monologue that accompanies that
+frame's audio ("" on PAD frames, which are most of them). Frame ``i`` starts at ``i * 0.08`` s, so
+both tracks stay sample-aligned and every piece has a time.
+
+Turns and cues
+    A *turn* is a run of Moshi's text without a pause: a new turn starts where a piece comes at
+    least 1.2 s (15 frames, i.e. 14 or more PAD frames in between) after the previous one, unless
+    that piece continues a word (no leading space), so a pause never splits a word. A turn lasts
+    from its first piece's frame to the end of its last piece's frame.
+    Subtitle *cues* (.srt, .vtt) are cut from turns: a turn is split at word boundaries so that a
+    cue holds at most 84 characters (two 42-character lines) and is shown for at most 7 s. A cue
+    starts at its first piece and ends 0.8 s after its last piece, but never after the next cue
+    starts or the conversation ends.
+
+Autosave (:meth:`Conversation.create`)
+    One folder per conversation, ``<data folder>/conversations/<YYYY-MM-DD_HH-MM-SS>``, holding
+
+    - ``meta.json``: format, version, sample rate, frame size, start time, model, settings;
+      rewritten with ``ended`` and ``frames`` when the conversation is closed cleanly;
+    - ``user.f32`` and ``moshi.f32``: raw little-endian float32 mono PCM at 24 kHz, appended one
+      frame after the other (frame ``i`` at byte ``i * 1920 * 4``; silence is written as zeros);
+    - ``transcript.jsonl``: one ``{"frame": i, "time": t, "text": piece}`` line per piece.
+
+    ``add_frame`` only copies into buffered writers; they are flushed to the operating system from
+    ``add_frame`` itself (on the engine thread, never in an audio callback) once a second has passed
+    since the last flush, audio before text. A killed process so loses at most the last second;
+    :meth:`Conversation.recover` keeps the whole frames both tracks hold and the pieces of those
+    frames, and ignores a truncated last record. A failing autosave (disk full) never raises into
+    the engine: it stops, says why in :attr:`Conversation.autosave_error`, and the record in memory
+    goes on. The record is kept in memory as well (about 11.5 MB per minute for both tracks).
+
+Export (:meth:`Conversation.export`) writes .txt, .md, .json, .srt, .vtt or a stereo .wav (left:
+the user, right: Moshi), atomically; a failure is a :class:`~app.errors.UserError` that names the
+path and leaves the record untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import soundfile
+
+from model.config import FRAME_SIZE, SAMPLE_RATE
+
+from ..audio.files import atomic_output
+from ..errors import UserError
+from ..paths import recordings_dir
+
+__all__ = [
+    "FRAME_SECONDS",
+    "FRAME_SIZE",
+    "Conversation",
+    "Cue",
+    "RecordingInfo",
+    "Turn",
+    "list_recordings",
+]
+
+"""Samples per frame at 24 kHz: one LM step."""
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+FRAME_MS = FRAME_SIZE * 1000 // SAMPLE_RATE  # 80
+
+TURN_PAUSE_FRAMES = 15
+"""A piece this many frames (1.2 s) or more after the previous one starts a new turn."""
+CUE_MAX_CHARS = 84
+CUE_LINE_CHARS = 42
+CUE_MAX_MS = 7000
+CUE_HOLD_MS = 800
+"""How long a cue stays on screen after its last piece."""
+
+FLUSH_SECONDS = 1.0
+"""The autosave reaches the operating system at least this often while frames arrive."""
+
+FORMAT = "moshi-desktop-conversation"
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+USER_FILE = "user.f32"
+MOSHI_FILE = "moshi.f32"
+TRANSCRIPT_FILE = "transcript.jsonl"
+_PCM = np.dtype("<f4")
+_WRITE_BUFFER = 1 << 20  # bytes per file: about 11 s of audio, so only flushes write in practice
+_SILENCE = np.zeros(FRAME_SIZE, np.float32)
+_SILENCE.flags.writeable = False
+
+EXPORT_KINDS = ("txt", "md", "json", "srt", "vtt", "wav")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Moshi's text between two pauses. Times in seconds from the start of the conversation."""
+
+    start: float
+    end: float  # the end of the frame of its last piece
+    text: str
+    pieces: tuple[tuple[float, str], ...]
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle: shown from `start` to `end` (seconds, whole milliseconds)."""
+
+    start: float
+    end: float
+    text: str  # one or two lines, "\n" between them
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """A conversation folder on disk, as :func:`list_recordings` sees it (without reading audio)."""
+
+    path: Path
+    started: datetime | None
+    duration: float  # seconds of audio on disk
+    model: str
+    complete: bool  # closed cleanly (False: still running, or the app stopped without closing it)
+    preview: str  # the start of the transcript
+
+
+class Conversation:
+    """The record of one conversation, kept as it goes (see the module's docstring).
+
+    ``Conversation()`` keeps it in memory only; :meth:`create` also autosaves it to disk and
+    :meth:`recover` reads one back. One thread (the engine) adds frames; any other thread may read
+    properties or export at the same time and sees the frames added so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "",
+        settings: Mapping[str, Any] | Any = None,
+        started: datetime | None = None,
+    ) -> None:
+        self.model = model
+        self.settings: dict[str, Any] = _settings_dict(settings)
+        self.started: datetime | None = started or datetime.now().astimezone()
+        self.folder: Path | None = None
+        self.autosave_error: str | None = None
+        self._lock = threading.Lock()
+        self._user: list[np.ndarray] = []
+        self._moshi: list[np.ndarray] = []
+        self._pieces: list[tuple[int, str]] = []  # (frame index, text)
+        self._closed = False
+        self._files: dict[str, BinaryIO] | None = None
+        self._last_flush = 0.0
+
+    # ----------------------------------------------------------------- autosaved conversations
+
+    @classmethod
+    def create(
+        cls,
+        folder: str | Path | None = None,
+        *,
+        model: str = "",
+        settings: Mapping[str, Any] | Any = None,
+    ) -> Conversation:
+        """A new conversation autosaved in a new folder under `folder` (default: the data folder's
+        ``conversations``), named by its local start time."""
+        conv = cls(model=model, settings=settings)
+        parent = Path(folder) if folder is not None else recordings_dir()
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            conv.folder = _new_folder(parent, conv.started)
+            conv._write_meta()
+            conv._files = {
+                name: _open_append(conv.folder / name)
+                for name in (USER_FILE, MOSHI_FILE, TRANSCRIPT_FILE)
+            }
+        except OSError as e:
+            conv._close_files()
+            raise UserError(f"cannot save the conversation in {parent}: {_reason(e)}") from e
+        conv._last_flush = _clock()
+        return conv
+
+    @classmethod
+    def recover(cls, folder: str | Path) -> Conversation:
+        """The conversation saved in `folder`, also after a crash: the whole frames that both tracks
+        hold on disk and the pieces of those frames. The result is finished (no more frames)."""
+        folder = Path(folder)
+        meta = _read_meta(folder)
+        user_path, moshi_path = folder / USER_FILE, folder / MOSHI_FILE
+        if meta is None and not (user_path.exists() or moshi_path.exists()):
+            raise UserError(f"{folder} is not a saved conversation (no {META_FILE}, no audio)")
+        version = (meta or {}).get("version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UserError(
+                f"{folder} was saved by a newer moshi-desktop (format version "
+                f"{version}); update the app to open it"
+            )
+        meta = meta or {}
+        try:
+            user, moshi = _read_pcm(user_path), _read_pcm(moshi_path)
+            n = min(len(user), len(moshi)) // FRAME_SIZE
+            pieces = [(i, t) for i, t in _read_pieces(folder / TRANSCRIPT_FILE) if i < n]
+        except OSError as e:
+            raise UserError(f"cannot read the conversation in {folder}: {_reason(e)}") from e
+        conv = cls(model=str(meta.get("model", "")), settings=meta.get("settings") or {})
+        conv.started = _parse_time(meta.get("started"))
+        conv.folder = folder
+        conv._user = list(user[: n * FRAME_SIZE].reshape(n, FRAME_SIZE))
+        conv._moshi = list(moshi[: n * FRAME_SIZE].reshape(n, FRAME_SIZE))
+        conv._pieces = sorted(pieces)
+        conv._closed = True
+        return conv
+
+    @property
+    def autosaving(self) -> bool:
+        return self._files is not None
+
+    def flush(self) -> None:
+        """Hand what the autosave buffers hold to the operating system now."""
+        with self._lock:
+            self._flush_files()
+
+    def close(self) -> None:
+        """Finish the conversation: no more frames; the autosave is flushed, synced to disk and
+        its ``meta.json`` records the end. Never raises for a failing autosave (see
+        :attr:`autosave_error`)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._files is None:
+                return
+            try:
+                for name in (USER_FILE, MOSHI_FILE, TRANSCRIPT_FILE):
+                    self._files[name].flush()
+                    os.fsync(self._files[name].fileno())
+                self._close_files()
+                self._write_meta(ended=datetime.now().astimezone(), frames=len(self._user))
+            except OSError as e:
+                self._autosave_failed(e)
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------- the engine's side
+
+    def add_frame(
+        self, index: int, user: np.ndarray | None, moshi: np.ndarray | None, text: str = ""
+    ) -> None:
+        """Record frame `index` (it starts at ``index * 0.08`` s): 1920 samples of each voice
+        (``None``: silence) and the piece of text that goes with Moshi's audio ("" for none).
+
+        Frames come in order; a skipped index is recorded as silence in both tracks. Cheap: copies
+        into memory and into buffered files; flushes at most once a second.
+        """
+        user_frame, moshi_frame = _frame(user, "user"), _frame(moshi, "moshi")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the conversation is closed; start a new one")
+            n = len(self._user)
+            if index < n:
+                raise ValueError(f"frame {index} comes after frame {n - 1}; frames come in order")
+            gap = index - n
+            self._user.extend([_SILENCE] * gap + [user_frame])
+            self._moshi.extend([_SILENCE] * gap + [moshi_frame])
+            if text:
+                self._pieces.append((index, text))
+            if self._files is not None:
+                try:
+                    self._append_files(index, gap, user_frame, moshi_frame, text)
+                    if _clock() - self._last_flush >= FLUSH_SECONDS:
+                        self._flush_files()
+                except OSError as e:
+                    self._autosave_failed(e)
+
+    # ------------------------------------------------------------------------------ the record
+
+    @property
+    def frames(self) -> int:
+        return len(self._user)
+
+    @property
+    def duration(self) -> float:
+        """Seconds recorded so far."""
+        return _seconds(self.frames)
+
+    @property
+    def pieces(self) -> list[tuple[float, str]]:
+        """Moshi's transcript as (start time in seconds, text) in time order."""
+        return [(_seconds(i), t) for i, t in self._snapshot_pieces()]
+
+    @property
+    def text(self) -> str:
+        """Moshi's whole transcript."""
+        return "".join(t for _, t in self._snapshot_pieces()).strip()
+
+    @property
+    def turns(self) -> list[Turn]:
+        return [
+            Turn(
+                start=_seconds(turn[0][0]),
+                end=_seconds(turn[-1][0] + 1),
+                text="".join(t for _, t in turn).strip(),
+                pieces=tuple((_seconds(i), t) for i, t in turn),
+            )
+            for turn in _split_turns(self._snapshot_pieces())
+        ]
+
+    @property
+    def cues(self) -> list[Cue]:
+        """Subtitles for the .srt and .vtt exports."""
+        return [Cue(s / 1000, e / 1000, text) for s, e, text in self._cues_ms()]
+
+    def user_audio(self) -> np.ndarray:
+        """The user's voice: float32 mono at 24 kHz, ``frames * 1920`` samples."""
+        return _concat(self._snapshot_track(self._user))
+
+    def moshi_audio(self) -> np.ndarray:
+        """Moshi's voice: float32 mono at 24 kHz, sample-aligned with :meth:`user_audio`."""
+        return _concat(self._snapshot_track(self._moshi))
+
+    # ---------------------------------------------------------------------------------- export
+
+    def export(self, path: str | Path, kind: str | None = None) -> Path:
+        """Write the conversation to `path` as `kind` (default: from the suffix), atomically.
+
+        Kinds: txt, md, json, srt, vtt, wav (stereo: left the user, right Moshi, 16-bit 24 kHz).
+        Raises :class:`UserError` naming the path and the reason when it cannot be written; the
+        record itself is never changed, so exporting again elsewhere works.
+        """
+        path = Path(path)
+        kind = (kind or path.suffix).lower().lstrip(".")
+        if kind not in EXPORT_KINDS:
+            raise UserError(
+                f"cannot export to {path}: unknown format {kind or '(no suffix)'!r}; "
+                f"use {', '.join('.' + k for k in EXPORT_KINDS)}"
+            )
+        if not path.parent.is_dir():
+            raise UserError(f"cannot export to {path}: the folder {path.parent} does not exist")
+        try:
+            with atomic_output(path, "." + kind) as tmp:
+                if kind == "wav":
+                    self._write_wav(tmp)
+                else:
+                    _write_text(tmp, getattr(self, f"_{kind}")())
+        except (OSError, soundfile.LibsndfileError) as e:
+            raise UserError(f"cannot export to {path}: {_reason(e)}") from e
+        return path
+
+    def _txt(self) -> str:
+        paragraphs = [f"[{_clock_text(t.start)}] {t.text}" for t in self.turns]
+        return "\n\n".join(paragraphs) + "\n" if paragraphs else ""
+
+    def _md(self) -> str:
+        lines = ["# Conversation with Moshi", ""]
+        if self.started is not None:
+            lines.append(f"- **Date:** {self.started.strftime('%Y-%m-%d %H:%M')}")
+        lines.append(f"- **Duration:** {_clock_text(self.duration)}")
+        if self.model:
+            lines.append(f"- **Model:** {_md_escape(self.model)}")
+        if self.settings:
+            shown = ", ".join(f"`{k}={v}`" for k, v in self.settings.items())
+            lines.append(f"- **Settings:** {shown}")
+        lines += ["", "## Transcript", ""]
+        turns = self.turns
+        for turn in turns:
+            lines += [f"**{_clock_text(turn.start)}** {_md_escape(turn.text)}", ""]
+        if not turns:
+            lines += ["*Moshi said nothing.*", ""]
+        return "\n".join(lines)
+
+    def _json(self) -> str:
+        pieces = self._snapshot_pieces()
+        record = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "started": self.started.isoformat() if self.started else None,
+            "model": self.model,
+            "settings": self.settings,
+            "sample_rate": SAMPLE_RATE,
+            "frame_seconds": FRAME_SECONDS,
+            "duration": self.duration,
+            "text": "".join(t for _, t in pieces).strip(),
+            "pieces": [
+                {"frame": i, "start": _seconds(i), "end": _seconds(i + 1), "text": t}
+                for i, t in pieces
+            ],
+            "turns": [{"start": t.start, "end": t.end, "text": t.text} for t in self.turns],
+        }
+        return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+
+    def _srt(self) -> str:
+        return "".join(
+            f"{n}\n{_timestamp(s, ',')} --> {_timestamp(e, ',')}\n{text.replace('-->', '->')}\n\n"
+            for n, (s, e, text) in enumerate(self._cues_ms(), 1)
+        )
+
+    def _vtt(self) -> str:
+        cues = "".join(
+            f"{_timestamp(s, '.')} --> {_timestamp(e, '.')}\n{_vtt_escape(text)}\n\n"
+            for s, e, text in self._cues_ms()
+        )
+        return "WEBVTT\n\n" + cues
+
+    def _write_wav(self, tmp: Path) -> None:
+        user, moshi = self._snapshot_track(self._user), self._snapshot_track(self._moshi)
+        big = len(user) * FRAME_SIZE * 4 > 0xFFFF0000  # past 4 GiB a wav needs RF64 (> 12 h)
+        block = 750  # frames: a minute at a time
+        with soundfile.SoundFile(
+            str(tmp), "w", SAMPLE_RATE, 2, "PCM_16", format="RF64" if big else "WAV"
+        ) as f:
+            for start in range(0, len(user), block):
+                stereo = np.stack(
+                    [_concat(user[start : start + block]), _concat(moshi[start : start + block])],
+                    axis=1,
+                )
+                f.write(np.clip(stereo, -1.0, 1.0))
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _snapshot_pieces(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self._pieces)
+
+    def _snapshot_track(self, track: list[np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            return track[: len(self._user)]
+
+    def _cues_ms(self) -> list[tuple[int, int, str]]:
+        """(start ms, end ms, text) per cue."""
+        cues = []  # (first frame, last frame, text)
+        for turn in _split_turns(self._snapshot_pieces()):
+            words: list[list[tuple[int, str]]] = []
+            for i, t in turn:
+                if words and not t[:1].isspace():
+                    words[-1].append((i, t))
+                else:
+                    words.append([(i, t)])
+            cue: list[tuple[int, str]] = []
+            for word in words:
+                longer = "".join(t for _, t in cue + word).strip()
+                shown_ms = (word[-1][0] - cue[0][0]) * FRAME_MS + CUE_HOLD_MS if cue else 0
+                if cue and (len(longer) > CUE_MAX_CHARS or shown_ms > CUE_MAX_MS):
+                    cues.append(cue)
+                    cue = []
+                cue += word
+            if cue:
+                cues.append(cue)
+        out = []
+        end_of_record = self.frames * FRAME_MS
+        for n, cue in enumerate(cues):
+            text = "".join(t for _, t in cue).strip()
+            if not text:
+                continue
+            start = cue[0][0] * FRAME_MS
+            end = min(cue[-1][0] * FRAME_MS + CUE_HOLD_MS, end_of_record)
+            if n + 1 < len(cues):
+                end = min(end, cues[n + 1][0][0] * FRAME_MS)
+            out.append((start, end, _two_lines(text)))
+        return out
+
+    def _append_files(
+        self, index: int, gap: int, user: np.ndarray, moshi: np.ndarray, text: str
+    ) -> None:
+        files = self._files
+        assert files is not None
+        if gap:
+            silence = bytes(gap * FRAME_SIZE * _PCM.itemsize)
+            files[USER_FILE].write(silence)
+            files[MOSHI_FILE].write(silence)
+        files[USER_FILE].write(user.astype(_PCM, copy=False).tobytes())
+        files[MOSHI_FILE].write(moshi.astype(_PCM, copy=False).tobytes())
+        if text:
+            line = {"frame": index, "time": _seconds(index), "text": text}
+            files[TRANSCRIPT_FILE].write(
+                (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+            )
+
+    def _flush_files(self) -> None:
+        if self._files is None:
+            return
+        try:
+            for name in (USER_FILE, MOSHI_FILE, TRANSCRIPT_FILE):  # audio first: see recover
+                self._files[name].flush()
+        except OSError as e:
+            self._autosave_failed(e)
+        self._last_flush = _clock()
+
+    def _autosave_failed(self, e: OSError) -> None:
+        self.autosave_error = (
+            f"the conversation is no longer saved to {self.folder}: {_reason(e)}; "
+            "export it before closing the app"
+        )
+        self._close_files()
+
+    def _close_files(self) -> None:
+        files, self._files = self._files, None
+        for f in (files or {}).values():
+            try:
+                f.close()
+            except OSError:
+                pass  # what could not be written is lost; the record in memory is whole
+
+    def _write_meta(self, **end: Any) -> None:
+        assert self.folder is not None
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "sample_rate": SAMPLE_RATE,
+            "frame_size": FRAME_SIZE,
+            "sample_format": "float32le",
+            "tracks": {"user": USER_FILE, "moshi": MOSHI_FILE},
+            "transcript": TRANSCRIPT_FILE,
+            "started": self.started.isoformat() if self.started else None,
+            "model": self.model,
+            "settings": self.settings,
+            "app_version": _app_version(),
+        }
+        for key, value in end.items():
+            meta[key] = value.isoformat() if isinstance(value, datetime) else value
+        with atomic_output(self.folder / META_FILE) as tmp:
+            _write_text(tmp, json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+
+
+def list_recordings(folder: str | Path | None = None) -> list[RecordingInfo]:
+    """The conversations saved under `folder` (default: where :meth:`Conversation.create` puts
+    them), newest first. Reads only each folder's meta data, file sizes and first pieces."""
+    folder = Path(folder) if folder is not None else recordings_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for sub in folder.iterdir():
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        meta = _read_meta(sub)
+        sizes = [_size(sub / USER_FILE), _size(sub / MOSHI_FILE)]
+        if meta is None and not any(sizes):
+            continue
+        meta = meta or {}
+        preview = ""
+        for _, t in _read_pieces(sub / TRANSCRIPT_FILE, limit=40):
+            preview += t
+            if len(preview.strip()) >= 80:
+                break
+        found.append(
+            RecordingInfo(
+                path=sub,
+                started=_parse_time(meta.get("started")),
+                duration=_seconds(min(sizes) // (FRAME_SIZE * _PCM.itemsize)),
+                model=str(meta.get("model", "")),
+                complete="ended" in meta,
+                preview=preview.strip(),
+            )
+        )
+    oldest = datetime.min.replace(tzinfo=datetime.now().astimezone().tzinfo)
+    found.sort(key=lambda r: (r.started or oldest, r.path.name), reverse=True)
+    return found
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+def _open_append(path: Path) -> BinaryIO:
+    return open(path, "ab", buffering=_WRITE_BUFFER)  # open for the whole conversation
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_bytes(text.encode("utf-8"))  # "\n" line ends on every platform
+
+
+def _new_folder(parent: Path, started: datetime | None) -> Path:
+    stamp = (started or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(1, 1000):
+        path = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir(mode=0o700)  # voice recordings: private to the user
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "too many conversations started this second", str(parent))
+
+
+def _frame(audio: np.ndarray | None, name: str) -> np.ndarray:
+    if audio is None:
+        return _SILENCE
+    frame = np.array(audio, dtype=np.float32, copy=True).reshape(-1)  # the caller may reuse it
+    if frame.shape != (FRAME_SIZE,):
+        raise ValueError(f"the {name} frame has {frame.size} samples; expected {FRAME_SIZE}")
+    return frame
+
+
+def _concat(frames: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(frames) if frames else np.zeros(0, np.float32)
+
+
+def _seconds(frame: int) -> float:
+    return frame * FRAME_SIZE / SAMPLE_RATE  # exact to the nearest float, unlike frame * 0.08
+
+
+def _split_turns(pieces: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+    turns: list[list[tuple[int, str]]] = []
+    for i, t in pieces:
+        pause = not turns or i - turns[-1][-1][0] >= TURN_PAUSE_FRAMES
+        if pause and (not turns or t[:1].isspace()):
+            turns.append([(i, t)])
+        else:
+            turns[-1].append((i, t))
+    return [turn for turn in turns if "".join(t for _, t in turn).strip()]
+
+
+def _two_lines(text: str) -> str:
+    """A cue's text on one line, or on two of about equal length if it is longer than a line."""
+    text = " ".join(text.split())
+    if len(text) <= CUE_LINE_CHARS:
+        return text
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    if not spaces:
+        return text
+    cut = min(spaces, key=lambda i: abs(len(text) - 2 * i))
+    return text[:cut] + "\n" + text[cut + 1 :]
+
+
+def _timestamp(ms: int, sep: str) -> str:
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _clock_text(seconds: float) -> str:
+    """0:07, 12:34, 1:02:03."""
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return "the disk is full; free some space or choose another drive"
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "permission denied; choose a folder you can write to"
+        if e.strerror:
+            return e.strerror[:1].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
+
+
+def _settings_dict(settings: Mapping[str, Any] | Any) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return dataclasses.asdict(settings)
+    return dict(settings)
+
+
+def _app_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _read_pcm(path: Path) -> np.ndarray:
+    """The samples of a raw PCM file; a truncated last sample is left out."""
+    if not path.exists():
+        return np.zeros(0, np.float32)
+    count = path.stat().st_size // _PCM.itemsize
+    return np.fromfile(path, dtype=_PCM, count=count).astype(np.float32, copy=False)
+
+
+def _read_pieces(path: Path, limit: int | None = None) -> list[tuple[int, str]]:
+    """The (frame, text) records of a transcript file; a truncated or damaged line is skipped."""
+    pieces: list[tuple[int, str]] = []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return pieces
+    with f:
+        for line in f:
+            try:
+                record = json.loads(line.decode("utf-8"))
+                frame, text = record["frame"], record["text"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(frame, int) and frame >= 0 and isinstance(text, str) and text:
+                pieces.append((frame, text))
+                if limit is not None and len(pieces) >= limit:
+                    break
+    return pieces
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,134 @@
+"""The local backend: Moshi runs on this machine (`model.pipeline.Pipeline`).
+
+`LocalCompute` is the engine's `Compute` around a loaded pipeline; `locate` and `load_files` find
+and load the model, turning every failure into a UserError. The model package is imported only
+inside these functions, so the GUI never loads torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import UserError
+from .messages import SetSampling
+
+if TYPE_CHECKING:
+    from .run import RunConfig
+
+
+def locate(config: RunConfig, download: bool = False):
+    from model.files import CheckpointError
+    from model.hub import locate_model
+
+    try:
+        return locate_model(
+            config.model,
+            revision=config.revision,
+            offline=config.offline or None,
+            download=download,
+        )
+    except CheckpointError as e:
+        raise UserError(f"cannot load the model: {e}") from e
+
+
+def is_cached(config: RunConfig) -> bool:
+    """Whether the model's files are all on this machine (looks at the cache only)."""
+    try:
+        locate(config)
+        return True
+    except UserError:
+        return False
+
+
+def load_files(
+    files,
+    device: str,
+    dtype: str,
+    *,
+    sampling=None,
+    seed: int | None = None,
+    cuda_graphs: bool | None = None,
+):
+    """A pipeline from located model files; every failure to load is a UserError.
+    `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1."""
+    from model.files import CheckpointError
+    from model.config import ConfigError
+    from model.pipeline import Pipeline
+    from model.text import TokenizerError
+
+    try:
+        return Pipeline.load(
+            files, device, dtype, sampling=sampling, seed=seed, cuda_graphs=cuda_graphs
+        )
+    except (CheckpointError, ConfigError, TokenizerError) as e:
+        raise UserError(f"cannot load the model: {e}") from e
+    except RuntimeError as e:  # no such device, out of memory while loading
+        raise UserError(f"cannot load the model on {device}: {e}") from e
+
+
+# A download this big is a full-size Moshi (7B: 15.4 GB in bfloat16, 8 GB in int8), which a CPU
+# runs many times slower than real time (`doctor` says about 20x).
+_BIG_DOWNLOAD = 4_000_000_000
+
+
+def download_advice(config: RunConfig, check) -> str:
+    """What to know before downloading the model `check` (an app.fetch.CheckResult) describes:
+    that this machine cannot hold a live conversation with it, when the model is full-size and
+    it would run on the CPU. Imports torch: call it off the GUI thread."""
+    if check.total_size is None or check.total_size < _BIG_DOWNLOAD:
+        return ""
+    from model.pipeline import resolve_device
+
+    try:
+        device = resolve_device(config.device)
+    except RuntimeError as e:  # CUDA asked for and not there, say
+        return f"{e}."
+    if device.type != "cpu":
+        return ""
+    where = "has no GPU that PyTorch can use" if config.device == "auto" else "is set to the CPU"
+    return (
+        f"This computer {where}: a model this size runs there many times slower than real "
+        "time, too slow for a conversation (moshi-desktop talk still works on audio files). "
+        "To talk with Moshi, choose “On a server” in Settings → Where Moshi runs."
+    )
+
+
+class LocalCompute:
+    """The engine's `Compute` for a pipeline on this machine: always connected, no link."""
+
+    connected = True
+    waiting = False
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline  # model.pipeline.Pipeline, or anything that steps like it
+
+    def set_sampling(self, sampling: SetSampling) -> None:
+        from model.generate import SamplingSettings
+
+        self.pipeline.sampling = SamplingSettings(
+            sampling.temperature, sampling.top_k, sampling.text_temperature, sampling.text_top_k
+        )
+
+    def warm_up(self) -> None:
+        """A few silent frames with the user's sampling settings in place
+        (`model.pipeline.Pipeline.warm_up`), so the conversation's first frames run at full
+        speed, without a CUDA graph capture among them."""
+        self.pipeline.warm_up()
+
+    def connect(self) -> None:
+        pass
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def step(self, pcm):
+        return self.pipeline.step(pcm)
+
+    def reset(self) -> None:
+        self.pipeline.reset()
+
+    def disconnect(self) -> None:
+        pass
+
+    def stats(self) -> None:
+        return None

@@ -1,0 +1,150 @@
+"""What goes in and out of the engine: commands (any thread -> engine thread) and events
+(engine thread -> the GUI or the terminal), plain frozen dataclasses, and the engine's state.
+
+Commands are handled in the order they are sent; events are put on a bounded queue that drops its
+oldest entry when the reader falls behind. Nothing here imports torch or Qt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .remote import RemoteStats
+    from .run import RunConfig
+
+
+class EngineState(str, Enum):
+    """Where the engine is. Stop has something to stop in the `active` ones. Its values are the
+    words the command line and the logs use."""
+
+    STOPPED = "stopped"  # not started, or stopped: the conversation and the model stay
+    LOADING = "loading"  # loading the model (or making the session with a server)
+    CONNECTING = "connecting"  # to a server
+    WAITING = "waiting"  # connected, for a slot on a busy server
+    RUNNING = "running"
+    FINISHED = "finished"  # the input file ended
+    ERROR = "error"  # a failure stopped it; the record stays, Start goes on
+
+    @property
+    def active(self) -> bool:
+        return self in (
+            EngineState.LOADING,
+            EngineState.CONNECTING,
+            EngineState.WAITING,
+            EngineState.RUNNING,
+        )
+
+
+# --- Commands ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """Load the model if needed, open the audio, and talk (continuing a stopped conversation).
+
+    `config` is handed to the engine's `load_pipeline` and `open_audio`; when its `model_key`
+    differs from the loaded model's, the model is loaded again (and a new conversation begins).
+    """
+
+    config: RunConfig | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Close the audio (and the connection) and pause; the conversation and the model stay."""
+
+
+@dataclass(frozen=True)
+class NewConversation:
+    """Forget the conversation: the model's state and the record start again."""
+
+
+@dataclass(frozen=True)
+class Mute:
+    muted: bool
+
+
+@dataclass(frozen=True)
+class SetHalfDuplex:
+    """When on, the microphone is muted while Moshi speaks (for speakers without headphones)."""
+
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class SetSampling:
+    """Applies from the next frame (on a server: from the next connection). A temperature of 0
+    takes the most likely token; top-k 0 keeps every token."""
+
+    temperature: float = 0.8
+    top_k: int = 250
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+
+
+@dataclass(frozen=True)
+class Export:
+    """Write the conversation to `path`; the format follows the suffix (see app.session)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+# --- Events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: EngineState
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    text: str
+    time: float  # seconds into the conversation
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """One frame of both voices for the waveforms: 1920 samples each at 24 kHz."""
+
+    user: np.ndarray
+    moshi: np.ndarray
+    time: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    ms_per_frame: dict[str, float]  # p50 over recent frames, per stage and "total"
+    rtf: float  # compute time / real time; above 1 the machine cannot keep up
+    latency_ms: float  # estimated mic-to-speaker latency
+    dropped_frames: int  # input frames skipped because the model fell behind
+    underruns: int
+    overruns: int
+    dropped_events: int
+    elapsed: float  # seconds of conversation
+    remote: RemoteStats | None = None  # when Moshi runs on a server: the link's counters
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str  # a warning worth showing once
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    message: str
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str

@@ -1,0 +1,55 @@
+"""How a run is described, and what it opens: the compute (the model here, or Kyutai's server)
+and the audio (the microphone and speaker, or a file).
+
+The GUI describes a run with a `RunConfig` (plain values, read from the settings when the user
+presses Start); the engine thread calls `open_compute(config)` and `open_audio(config)`. The model
+package is imported only inside these functions, so the GUI never loads torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compute import Compute
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    revision: str | None = None
+    offline: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int | None = None
+    input_device: str | None = None
+    output_device: str | None = None
+    input_file: Path | None = None  # instead of the microphone (tests, demos)
+    server: str | None = None  # Kyutai's Moshi server (a ws:// or wss:// URL) instead of the model
+
+    @property
+    def model_key(self) -> tuple:
+        """What, when it changes, needs the model loaded (or the server chosen) again."""
+        if self.server is not None:
+            return ("server", self.server)
+        return (self.model, self.revision, self.device, self.dtype)
+
+
+def open_compute(config: RunConfig) -> Compute:
+    """What computes Moshi's frames: the model, loaded here, or a session with the server."""
+    if config.server is not None:
+        from .remote import RemoteSession
+
+        return RemoteSession(config.server, seed=config.seed)
+    from .local import LocalCompute, load_files, locate
+
+    return LocalCompute(load_files(locate(config), config.device, config.dtype, seed=config.seed))
+
+
+def open_audio(config: RunConfig):
+    from ..audio.devices import DeviceAudio
+    from ..audio.from_file import FileAudio
+
+    if config.input_file is not None:
+        return FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
+    return DeviceAudio(config.input_device, config.output_device)

@@ -1,0 +1,252 @@
+"""A model's files, without torch: what the app may know of the model before loading it.
+
+The catalog of Kyutai's published checkpoints, the default one and the weights' licence; what a
+repository id looks like; finding a model's files in a folder (config.json optional, as in Kyutai's
+loader) and reading its configs; and reading a safetensors header (8 bytes of length, then a JSON
+table of every tensor's name, dtype, shape and byte range) without touching the tensors. Frame size,
+sample rate and the default file names are in `model.config`, torch-free too. Tensors are
+`model.checkpoint`'s.
+
+This module and `model.config` import neither torch nor anything that does (a test checks), so the
+window and the command line can use them without loading PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import CheckpointConfig, ConfigError, MimiConfig
+
+# --- The catalog -----------------------------------------------------------------------------------
+
+DEFAULT_REPO = "kyutai/moshiko-pytorch-bf16"
+CATALOG: dict[str, str] = {  # repository id -> what it is, for menus
+    "kyutai/moshiko-pytorch-bf16": "Moshiko (male voice), bfloat16, 15.4 GB",
+    "kyutai/moshika-pytorch-bf16": "Moshika (female voice), bfloat16, 15.4 GB",
+    "kyutai/moshiko-pytorch-q8": "Moshiko (male voice), int8, 8 GB",
+    "kyutai/moshika-pytorch-q8": "Moshika (female voice), int8, 8 GB",
+}
+
+WEIGHTS_LICENCE_NAME = "CC-BY 4.0"
+WEIGHTS_LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/"
+WEIGHTS_LICENCE = (
+    "Moshi's weights are published by Kyutai under the Creative Commons Attribution 4.0 licence "
+    f"({WEIGHTS_LICENCE_NAME}): {WEIGHTS_LICENCE_URL}"
+)
+
+# Where the model runs and at which dtype: the choices of --device, --dtype and the settings.
+DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: CUDA, then MPS, then the CPU
+DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")  # int8: int8 weight-only linears
+
+# The outcome of one check, as `doctor`, `self-test` and `model.inspect` report it.
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether `text` is a Hugging Face repository id, owner/name (the hub's own rules: letters,
+    digits, "-", "_" and "."; no "--" or ".."; "-" and "." neither start nor end a part), and not
+    an existing local folder of that name."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(_is_repo_part(part) for part in parts):
+        return False
+    return not Path(text).expanduser().exists()
+
+
+_REPO_PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def _is_repo_part(part: str) -> bool:
+    return (
+        len(part) <= 96 and bool(_REPO_PART.match(part)) and "--" not in part and ".." not in part
+    )
+
+
+# --- A model's files -------------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError):
+    """A model's file that is missing, unreadable, or does not fit the model."""
+
+
+@dataclass
+class ModelFiles:
+    folder: Path
+    config: CheckpointConfig
+    mimi_config: MimiConfig
+    lm_weights: Path
+    mimi_weights: Path
+    tokenizer: Path
+
+
+def _local_file(folder: Path, name: str) -> Path:
+    if name.startswith("hf://"):
+        raise CheckpointError(
+            f"config.json in {folder} points to {name} in another Hugging Face repository; "
+            "load the model by its repository id so that file can be fetched"
+        )
+    if name.startswith("file://"):
+        return Path(name.removeprefix("file://"))
+    return folder / name
+
+
+def read_config(path: Path | None, name: str) -> CheckpointConfig:
+    """A checkpoint's config.json, or Moshi 7B's configuration where there is none."""
+    try:
+        return CheckpointConfig.from_json(path) if path is not None else CheckpointConfig()
+    except (ConfigError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
+        raise CheckpointError(f"{name} cannot be used: {e}") from e
+
+
+def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> MimiConfig:
+    """Mimi's config (its own file, or Kyutai's Mimi), using as many codebooks as the LM reads."""
+    lm = config.lm
+    num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
+    try:
+        if path is None:
+            return MimiConfig(num_codebooks=num_codebooks)
+        return MimiConfig.from_json(path, num_codebooks)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{name} cannot be used: {e}") from e
+
+
+def resolve_folder(folder: str | Path) -> ModelFiles:
+    """Find a model's files in `folder`. config.json is optional: without it, Moshi 7B's
+    configuration and Kyutai's default file names are assumed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder not found: {folder}")
+    config_path = folder / "config.json"
+    config = read_config(config_path if config_path.is_file() else None, str(config_path))
+    files = {
+        "LM weights": _local_file(folder, config.moshi_name),
+        "Mimi weights": _local_file(folder, config.mimi_name),
+        "text tokenizer": _local_file(folder, config.tokenizer_name),
+    }
+    mimi_config_path = None
+    if config.mimi_config_name:
+        mimi_config_path = files["Mimi config"] = _local_file(folder, config.mimi_config_name)
+    missing = [f"{what} ({path.name})" for what, path in files.items() if not path.is_file()]
+    if missing:
+        raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
+    mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path))
+    return ModelFiles(
+        folder,
+        config,
+        mimi_config,
+        files["LM weights"],
+        files["Mimi weights"],
+        files["text tokenizer"],
+    )
+
+
+# --- Safetensors headers ---------------------------------------------------------------------------
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+
+# Each safetensors dtype: its name in torch (`model.checkpoint.torch_dtype` gives the dtype) and
+# its bytes per value.
+SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
+    "BOOL": ("bool", 1),
+    "U8": ("uint8", 1),
+    "I8": ("int8", 1),
+    "I16": ("int16", 2),
+    "U16": ("uint16", 2),
+    "I32": ("int32", 4),
+    "U32": ("uint32", 4),
+    "I64": ("int64", 8),
+    "U64": ("uint64", 8),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "F32": ("float32", 4),
+    "F64": ("float64", 8),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+}
+
+
+def dtype_name(code: str) -> str:
+    """torch's name of a safetensors dtype ("BF16" -> "bfloat16"), or the code if unknown."""
+    return SAFETENSORS_DTYPES.get(code, (code, 0))[0]
+
+
+@dataclass
+class TensorInfo:
+    """One entry of a safetensors header."""
+
+    dtype: str  # as safetensors names it: "BF16", "F32", "I8", ...
+    shape: tuple[int, ...]
+    start: int  # byte range in the data section
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_header(path: str | Path) -> dict[str, TensorInfo]:
+    """The tensor table of a safetensors file, read without touching the tensors' data.
+
+    Raises CheckpointError if the file is missing, is not safetensors, or is shorter than its
+    header says (a download that stopped midway).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(_MAX_HEADER, size - 8):
+                raise CheckpointError(
+                    f"{path.name} is not a safetensors file (header length {length} does not "
+                    f"fit its {size} bytes)"
+                )
+            raw = json.loads(f.read(length))
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
+    except (ValueError, UnicodeDecodeError) as e:  # JSON errors are ValueErrors
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header: {e})") from e
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header)")
+
+    tensors: dict[str, TensorInfo] = {}
+    try:
+        for name, entry in raw.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            tensors[name] = TensorInfo(
+                str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), int(start), int(end)
+            )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path.name} is not a safetensors file (bad header entry)") from e
+    for name, info in tensors.items():
+        known = SAFETENSORS_DTYPES.get(info.dtype)
+        if known is not None and info.end - info.start != info.numel * known[1]:
+            raise CheckpointError(
+                f"{path.name} is not a valid safetensors file: {name} has {info.end - info.start}"
+                f" bytes for {info.numel} values of {known[0]}"
+            )
+    data_size = max((t.end for t in tensors.values()), default=0)
+    if 8 + length + data_size > size:
+        raise CheckpointError(
+            f"{path.name} is truncated: its header describes {format_bytes(8 + length + data_size)} "
+            f"but the file has {format_bytes(size)} (an interrupted download? fetch it again)"
+        )
+    return tensors
+
+
+def format_bytes(n: float) -> str:
+    """Sizes as the model cards give them: decimal units, one decimal ("15.4 GB")."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,88 @@
+"""`moshi-desktop chat`: a conversation through the realtime engine, from the command line."""
+
+import json
+
+import numpy as np
+import soundfile
+
+from app.cli import main
+
+
+def _voice(path, seconds=1.5):
+    t = np.arange(int(seconds * 24000)) / 24000
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 24000)
+
+
+def test_chat_from_a_file_ends_by_itself_and_exports(tiny_checkpoint, tmp_path, capsys):
+    _voice(tmp_path / "in.wav")
+    exports = [tmp_path / f"conversation.{kind}" for kind in ("txt", "json", "srt", "vtt", "wav")]
+    status = main(
+        [
+            "chat",
+            "--model",
+            str(tiny_checkpoint),
+            "--input-file",
+            str(tmp_path / "in.wav"),
+            "--output-file",
+            str(tmp_path / "moshi.wav"),
+            "--trailing-silence",
+            "1",
+            "--seed",
+            "2",
+            "--export",
+            *map(str, exports),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    frames = 19 + 13  # ceil(1.5 s / 80 ms) + ceil(1 s / 80 ms)
+    stereo, rate = soundfile.read(exports[-1])
+    assert rate == 24000 and stereo.shape == (frames * 1920, 2)
+    mono, _ = soundfile.read(tmp_path / "in.wav")
+    assert np.allclose(stereo[: len(mono), 0], mono, atol=1e-4)  # left: the user, in time
+    moshi, _ = soundfile.read(tmp_path / "moshi.wav")
+    assert len(moshi) == (frames - 1) * 1920  # Moshi's first frame comes one step late
+    record = json.loads(exports[1].read_text())
+    text = "".join(piece["text"] for piece in record["pieces"])
+    assert text.strip() and text.strip() in captured.out.replace("\n", "")
+    assert exports[2].read_text().startswith("1\n") and exports[3].read_text().startswith("WEBVTT")
+    assert "conversation saved in" in captured.err
+
+
+def test_chat_without_audio_devices_says_so(tiny_checkpoint, capsys, monkeypatch):
+    import app.audio.devices
+
+    class NoDevices:
+        def query_devices(self, *args, **kwargs):
+            return []
+
+        default = type("default", (), {"device": (-1, -1)})()
+
+    monkeypatch.setattr(app.audio.devices, "_sounddevice", lambda: NoDevices())
+    status = main(["chat", "--model", str(tiny_checkpoint)])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_chat_argument_errors(tiny_checkpoint, tmp_path, capsys):
+    _voice(tmp_path / "in.wav", 0.2)
+    assert (
+        main(["chat", "--model", str(tiny_checkpoint), "--output-file", str(tmp_path / "o.wav")])
+        == 1
+    )
+    assert "--output-file needs --input-file" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(tiny_checkpoint),
+                "--input-file",
+                str(tmp_path / "in.wav"),
+                "--export",
+                str(tmp_path / "x.docx"),
+            ]
+        )
+        == 1
+    )
+    assert "cannot export x.docx" in capsys.readouterr().err

@@ -1,0 +1,190 @@
+"""`moshi-desktop talk`: a conversation from an audio file, through the real command line."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from app.cli import main
+
+FRAME = 1920
+
+
+def _chirp(seconds: float, rate: int = 24000, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * (150 + 200 * t) * t)
+    return np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def _read_trace(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _reference_greedy(folder, audio: np.ndarray, trailing_frames: int):
+    """What the original `moshi` package emits for the same folder and input, frame by frame."""
+    from moshi.models import loaders
+    from moshi.models.lm import LMGen
+
+    cfg = json.loads((folder / "config.json").read_text())
+    mimi_cfg = json.loads((folder / cfg.pop("mimi_config_name")).read_text())
+    cfg.pop("model_type")
+    mimi = loaders.get_mimi(str(folder / loaders.MIMI_NAME), mimi_cfg, device="cpu")
+    lm = loaders.get_moshi_lm(
+        str(folder / "model.safetensors"), lm_kwargs=cfg, device="cpu", dtype=torch.float32
+    )
+    gen = LMGen(lm.eval(), use_sampling=False)
+    frames = -(-len(audio) // FRAME) + trailing_frames
+    padded = np.zeros(frames * FRAME, np.float32)
+    padded[: len(audio)] = audio
+    emitted, pcm = [], []
+    with torch.no_grad(), mimi.streaming(1), gen.streaming(1):
+        for i in range(frames):
+            frame = torch.from_numpy(padded[i * FRAME : (i + 1) * FRAME])[None, None]
+            out = gen.step(mimi.encode(frame))
+            if out is not None:
+                emitted.append(out[0, :, 0].tolist())
+                pcm.append(mimi.decode(out[:, 1:])[0, 0].numpy())
+    return emitted, np.concatenate(pcm)
+
+
+def test_talk_matches_the_original_frame_for_frame(tiny_checkpoint, tmp_path):
+    audio = _chirp(2.3)  # 28.75 frames: the last one is partial and zero-padded
+    soundfile.write(tmp_path / "in.wav", audio[:, 0], 24000, subtype="FLOAT")
+    out, trace = tmp_path / "out.wav", tmp_path / "trace.jsonl"
+    status = main(
+        [
+            "talk",
+            str(tmp_path / "in.wav"),
+            str(out),
+            "--model",
+            str(tiny_checkpoint),
+            "--greedy",
+            "--trailing-silence",
+            "0.8",
+            "--trace",
+            str(trace),
+        ]
+    )
+    assert status == 0
+
+    emitted, reference_pcm = _reference_greedy(tiny_checkpoint, audio[:, 0], trailing_frames=10)
+    ours = [[t["text"], *t["audio"]] for t in _read_trace(trace)]
+    assert len(ours) == 29 + 10 - 1  # every frame stepped once; the first step emits nothing
+    assert ours == emitted
+    voice, rate = soundfile.read(out, dtype="float32")
+    assert rate == 24000 and len(voice) == len(ours) * FRAME
+    assert np.abs(voice - np.clip(reference_pcm, -1, 1)).max() < 1e-3  # 16-bit wav
+
+
+def test_talk_any_rate_and_stereo_with_transcript(tiny_checkpoint, tmp_path):
+    soundfile.write(tmp_path / "in.flac", _chirp(1.0, rate=44100, channels=2), 44100)
+    out, transcript = tmp_path / "moshi.wav", tmp_path / "moshi.txt"
+    status = main(
+        [
+            "talk",
+            str(tmp_path / "in.flac"),
+            str(out),
+            "--model",
+            str(tiny_checkpoint),
+            "--seed",
+            "1",
+            "--trailing-silence",
+            "1",
+            "--transcript",
+            str(transcript),
+        ]
+    )
+    assert status == 0
+    voice, rate = soundfile.read(out)
+    assert rate == 24000 and voice.ndim == 1
+    assert len(voice) == (13 + 13 - 1) * FRAME  # ceil(1 s / 80 ms) + ceil(1 s / 80 ms) - 1
+    text = transcript.read_text()
+    assert text.endswith("\n") and "<0x" not in text and "\ufffd" not in text
+
+
+def test_talk_is_reproducible_with_a_seed(tiny_checkpoint, tmp_path):
+    soundfile.write(tmp_path / "in.wav", _chirp(0.5)[:, 0], 24000)
+    traces = []
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        trace = tmp_path / f"{name}.jsonl"
+        main(
+            [
+                "talk",
+                str(tmp_path / "in.wav"),
+                str(tmp_path / f"{name}.wav"),
+                "--model",
+                str(tiny_checkpoint),
+                "--seed",
+                seed,
+                "--trailing-silence",
+                "1",
+                "--trace",
+                str(trace),
+            ]
+        )
+        traces.append(_read_trace(trace))
+    assert traces[0] == traces[1]
+    assert traces[0] != traces[2]
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda p: p / "missing.wav", "input file not found"),
+        (
+            lambda p: (soundfile.write(p / "e.wav", np.zeros(0), 24000), p / "e.wav")[1],
+            "contains no audio",
+        ),
+        (lambda p: ((p / "g.wav").write_bytes(b"not audio"), p / "g.wav")[1], "cannot read"),
+        (lambda p: p, "is a folder"),
+    ],
+)
+def test_talk_bad_input_is_one_clear_line(tiny_checkpoint, tmp_path, capsys, make_input, message):
+    out = tmp_path / "out.wav"
+    status = main(["talk", str(make_input(tmp_path)), str(out), "--model", str(tiny_checkpoint)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_talk_model_that_cannot_load(tmp_path, capsys, tiny_checkpoint):
+    import shutil
+
+    soundfile.write(tmp_path / "in.wav", _chirp(0.3)[:, 0], 24000)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    for model, message in (
+        (tmp_path / "nowhere", "model folder not found"),
+        (broken, "cannot load the model"),
+    ):
+        out = tmp_path / "out.wav"
+        status = main(["talk", str(tmp_path / "in.wav"), str(out), "--model", str(model)])
+        err = capsys.readouterr().err
+        assert status == 1 and message in err and "Traceback" not in err
+        assert not out.exists()
+    (broken / "model.safetensors").unlink()
+    status = main(
+        ["talk", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--model", str(broken)]
+    )
+    assert status == 1 and "missing: LM weights (model.safetensors)" in capsys.readouterr().err
+
+
+def test_talk_leaves_no_partial_output_when_writing_fails(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    import app.audio.files
+
+    soundfile.write(tmp_path / "in.wav", _chirp(0.3)[:, 0], 24000)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(app.audio.files.soundfile, "write", disk_full)
+    out = tmp_path / "out.wav"
+    status = main(["talk", str(tmp_path / "in.wav"), str(out), "--model", str(tiny_checkpoint)])
+    assert status == 1 and "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]

@@ -1,0 +1,104 @@
+"""model/files.py: the model's facts without torch: the catalog, repository ids, headers."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.files import (
+    CATALOG,
+    DEFAULT_REPO,
+    CheckpointError,
+    dtype_name,
+    format_bytes,
+    is_repo_id,
+    read_header,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_facts_import_without_torch():
+    """The window and the command line read these before any model runs: no torch."""
+    code = (
+        "import sys, model.files, model.config, model.hub; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'safetensors')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_default_is_in_the_catalog_and_each_entry_is_a_repository_id():
+    assert DEFAULT_REPO in CATALOG and all(is_repo_id(repo) for repo in CATALOG)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("kyutai/moshiko-pytorch-bf16", True),
+        ("a/b", True),
+        ("owner_1/name.v2", True),
+        ("kyutai", False),
+        ("kyutai/", False),
+        ("/moshi", False),
+        ("a/b/c", False),
+        ("a b/c", False),
+        ("-a/b", False),
+        ("a/b.", False),
+        ("a--b/c", False),
+        ("a/b..c", False),
+        ("a/" + "x" * 97, False),
+    ],
+)
+def test_is_repo_id(text: str, ok: bool) -> None:
+    assert is_repo_id(text) is ok
+
+
+def test_a_local_folder_named_like_a_repository_is_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kyutai" / "moshi").mkdir(parents=True)
+    assert not is_repo_id("kyutai/moshi") and is_repo_id("kyutai/other")
+
+
+def _safetensors(path: Path, header: dict, data: bytes) -> Path:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def test_a_header_is_read_without_the_data(tmp_path):
+    path = _safetensors(
+        tmp_path / "w.safetensors",
+        {"a": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]}, "__metadata__": {}},
+        bytes(12),
+    )
+    (info,) = read_header(path).values()
+    assert (info.dtype, info.shape, info.numel, dtype_name(info.dtype)) == (
+        "BF16",
+        (2, 3),
+        6,
+        "bfloat16",
+    )
+
+
+def test_a_truncated_file_and_a_wrong_size_are_refused(tmp_path):
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+    with pytest.raises(CheckpointError, match="is truncated"):
+        read_header(_safetensors(tmp_path / "t.safetensors", {"a": entry}, bytes(8)))
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}
+    with pytest.raises(CheckpointError, match="8 bytes for 4 values of float32"):
+        read_header(_safetensors(tmp_path / "s.safetensors", {"a": entry}, bytes(8)))
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(15_400_000_000, "15.4 GB"), (2_500_000, "2.5 MB"), (999, "999 B")]
+)
+def test_sizes_read_as_the_model_cards_write_them(size, text):
+    assert format_bytes(size) == text

@@ -21,9 +21,9 @@ Where the pipeline replays CUDA graphs (a CUDA device, without --no-cuda-graphs 
 NO_CUDA_GRAPH=1), it is timed twice: first without graphs, stage by stage, then with them, where
 the LM step is one graph and only the encode / LM / decode stages are told apart.
 
-`--compare-reference` runs Kyutai's original `moshi` package on the same weights in the same
-process after ours (its Mimi, its LM in `LMGen` with the same sampling), on the same frames, and
-reports both with the speedup (frames per second at the median, ours / original).
+`benchmarks/compare_reference.py` takes the same arguments, and then runs Kyutai's original
+`moshi` package on the same weights in the same process (`measure`'s `then`), and the table shows
+both with the speedup.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,24 +81,20 @@ MOSHI_7B_LM = {
     "depformer_dim_feedforward": 4224,
 }
 CONFIGS = ("tiny", "small", "7b")
-_NOT_LM_KWARGS = (  # config.json keys that name files or settings, not LMModel arguments
-    "moshi_name",
-    "mimi_name",
-    "tokenizer_name",
-    "mimi_config_name",
-    "model_type",
-    "lm_gen_config",
-    "quantize",
-)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="time the whole pipeline per 80 ms frame, stage by stage (optionally against "
-        "Kyutai's original)",
+        help="time the whole pipeline per 80 ms frame, stage by stage",
         description=__doc__.split("\n\n")[0].removeprefix("`moshi-desktop bench`: "),
     )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """bench's arguments (also benchmarks/compare_reference.py's)."""
     add_model_arguments(parser)
     for action in parser._actions:
         if action.dest == "model":  # --model and --config exclude each other
@@ -142,13 +138,6 @@ def register(subparsers) -> None:
         action="store_true",
         help="print one JSON object (the last line of stdout) instead of the table",
     )
-    parser.add_argument(
-        "--compare-reference",
-        action="store_true",
-        help="also time Kyutai's original `moshi` package on the same weights and frames, in "
-        "this process after ours, and report the speedup",
-    )
-    parser.set_defaults(handler=run)
 
 
 # --- Input, clocks, memory ------------------------------------------------------------------------
@@ -330,106 +319,6 @@ def time_ours(pipeline, audio: np.ndarray, warmup: int) -> dict[str, list[float]
     return samples
 
 
-def _reference_lm_kwargs(files) -> dict[str, Any]:
-    from moshi.models import loaders
-
-    path = files.folder / "config.json"
-    if not path.is_file():
-        return dict(loaders._lm_kwargs)
-    config = json.loads(path.read_text())
-    return {k: v for k, v in config.items() if k not in _NOT_LM_KWARGS}
-
-
-def load_reference(files, device, dtype, sampling):
-    """Kyutai's original Mimi and LM (in an `LMGen` with `sampling`) from the same files."""
-    from moshi.models import loaders
-    from moshi.models.lm import LMGen
-
-    mimi_config = None
-    if files.config.mimi_config_name:
-        path = files.folder / files.config.mimi_config_name
-        if not path.is_file():
-            raise UserError(f"--compare-reference: cannot find the Mimi config at {path}")
-        mimi_config = json.loads(path.read_text())
-    mimi = loaders.get_mimi(
-        str(files.mimi_weights),
-        mimi_config,
-        device=device,
-        num_codebooks=files.mimi_config.num_codebooks,
-    )
-    lm = loaders.get_moshi_lm(
-        str(files.lm_weights), lm_kwargs=_reference_lm_kwargs(files), device=device, dtype=dtype
-    )
-    gen = LMGen(
-        lm.eval(),
-        use_sampling=not sampling.greedy,
-        temp=sampling.temperature,
-        temp_text=sampling.text_temperature,
-        top_k=sampling.top_k,
-        top_k_text=sampling.text_top_k,
-    )
-    return mimi.eval(), gen
-
-
-def _wrap_timed(
-    fn: Callable, now: Callable[[], float], marks: dict[str, float], name: str
-) -> Callable:
-    def timed(*args, **kwargs):
-        start = now()
-        out = fn(*args, **kwargs)
-        marks[name] = marks.get(name, 0.0) + 1000 * (now() - start)
-        return out
-
-    return timed
-
-
-def time_reference(mimi, gen, audio: np.ndarray, warmup: int, device, seed: int):
-    """The original's streaming loop (encode -> LMGen.step -> decode when a frame is out) over
-    the same frames; its forward_text and depformer_step (the dep_q steps with their sampling)
-    are timed through the callables its streaming state holds (CUDA-graphed on a GPU)."""
-    import torch
-    from moshi.utils.compile import no_compile
-
-    now = _clock(device)
-    samples: dict[str, list[float]] = {name: [] for name in ("total", *STAGES)}
-    marks: dict[str, float] = {}
-    torch.manual_seed(seed)
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        if device.type != "cuda":  # it would try torch.compile
-            stack.enter_context(no_compile())
-        stack.enter_context(mimi.streaming(1))
-        stack.enter_context(gen.streaming(1))
-        state = getattr(gen, "_streaming_state", None)
-        if state is not None and hasattr(state, "graphed_main"):
-            state.graphed_main = _wrap_timed(state.graphed_main, now, marks, "temporal")
-            if getattr(state, "graphed_depth", None) is not None:
-                state.graphed_depth = _wrap_timed(state.graphed_depth, now, marks, "depformer")
-        for index, pcm in enumerate(audio):
-            marks.clear()
-            t0 = now()
-            frame = torch.from_numpy(pcm).to(device)[None, None]
-            codes = mimi.encode(frame)  # [1, 8, 1]
-            t1 = now()
-            out = gen.step(codes)  # [1, 1 + dep_q, 1] or None
-            if out is not None:
-                out[0, :, 0].tolist()
-            t2 = now()
-            if out is not None:
-                mimi.decode(out[:, 1:]).float().cpu().numpy()
-            t3 = now()
-            if index < warmup:
-                continue
-            samples["total"].append(1000 * (t3 - t0))
-            samples["encode"].append(1000 * (t1 - t0))
-            samples["lm"].append(1000 * (t2 - t1))
-            samples["decode"].append(1000 * (t3 - t2) if out is not None else 0.0)
-            for stage in ("temporal", "depformer"):
-                if stage in marks:
-                    samples[stage].append(marks[stage])
-    return samples
-
-
 # --- The command ----------------------------------------------------------------------------------
 
 
@@ -449,17 +338,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--warmup must be 0 or more")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be 1 or more")
-    if args.compare_reference:
-        if args.dtype == "int8":
-            raise UsageError("--compare-reference compares float models: not with --dtype int8")
-        try:
-            import moshi.models.loaders  # noqa: F401
-        except ImportError as e:
-            raise UserError(
-                "--compare-reference needs Kyutai's original `moshi` package, which cannot be "
-                f"imported here ({e}); install it with: pip install moshi==0.2.13 --no-deps "
-                "einops"
-            ) from e
 
 
 def _moshi_7b_parameters() -> int:
@@ -492,7 +370,7 @@ def _check_7b(args: argparse.Namespace, device) -> None:
         dtype = resolve_dtype(args.dtype, device)
         per_weight = 1 if args.dtype == "int8" else dtype.itemsize
         needed = max(1.3 * checkpoint, per_weight * params)  # writing the checkpoint; ours
-        if args.compare_reference:  # the original reads the whole file, then casts it
+        if getattr(args, "compare_reference", False):  # the original reads it all, then casts
             needed = max(needed, checkpoint + dtype.itemsize * params)
         needed += 2e9  # Mimi, activations, the rest of the process
         available, where = available_memory(device)
@@ -558,6 +436,18 @@ def _free() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    report = measure(args)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+Then = Callable[..., None]
+"""Called after ours is timed, with the model's files, device, dtype and sampling, the input
+frames, the LM weight bytes per frame and the report so far; it may add to the report."""
+
+
+def measure(args: argparse.Namespace, then: Then | None = None) -> dict[str, Any]:
+    """Time our pipeline as `args` say; the report `format_report` prints."""
     import torch
 
     from model.pipeline import resolve_device
@@ -586,8 +476,6 @@ def run(args: argparse.Namespace) -> int:
         _reset_device_peak(device)
         pipeline = load_pipeline(args)
         files = pipeline.files
-        if args.compare_reference and files.config.quantize:
-            raise UserError("--compare-reference compares float models: this one is int8 (q8)")
         report.update(_describe(pipeline))
         report.update(frames=args.frames, warmup=args.warmup)
         weight_bytes = lm_weight_bytes_per_frame(pipeline.lm)
@@ -610,27 +498,9 @@ def run(args: argparse.Namespace) -> int:
         del pipeline
         _free()
 
-        if args.compare_reference:
-            _reset_device_peak(device)
-            _log("loading the original ...")
-            mimi, gen = load_reference(files, device, dtype, sampling)
-            _log(f"timing the original: {args.warmup} + {args.frames} frames ...")
-            samples = time_reference(mimi, gen, audio, args.warmup, device, args.seed)
-            reference = summarize(samples, weight_bytes)
-            reference.update(
-                frames=args.frames, device=str(device), dtype=str(dtype).removeprefix("torch.")
-            )
-            reference.update(_memory(device))
-            report["reference"] = reference
-            report["speedup"] = reference["ms_per_frame_p50"] / ours["ms_per_frame_p50"]
-            del mimi, gen
-            _free()
-
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(format_report(report))
-    return 0
+        if then is not None:
+            then(files, device, dtype, sampling, audio, weight_bytes, report)
+    return report
 
 
 def _log(message: str) -> None:
@@ -645,6 +515,7 @@ def _ms(value: float | None) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
+    """The table; with the original's columns where `report` holds a "reference" run."""
     ref = report.get("reference")
     s = report["sampling"]
     lines = [

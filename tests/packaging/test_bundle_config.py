@@ -118,6 +118,7 @@ def test_the_macos_bundle_asks_for_the_microphone(monkeypatch) -> None:
     assert calls["EXE"].kwargs["console"] is False  # a windowed app: no console with the window
 
 
+@pytest.mark.slow
 def test_excluded_modules_are_never_imported(load_packaging) -> None:
     """self-test (the tiny model, audio libraries, the window) and every command's module leave
     none of the excluded modules imported: excluding them cannot break the bundle there."""

@@ -50,6 +50,7 @@ def check_timings(report: dict, frames: int = 5) -> None:
     assert report["peak_host_mb"] > 0
 
 
+@pytest.mark.slow
 def test_tiny_random_model_as_json(capsys):
     report = run_json(capsys, "--config", "tiny", "--random-weights")
     check_timings(report)
@@ -59,6 +60,7 @@ def test_tiny_random_model_as_json(capsys):
     assert "reference" not in report
 
 
+@pytest.mark.slow
 def test_small_random_model_with_the_full_size_mimi(capsys):
     report = run_json(capsys, "--config", "small", "--random-weights")
     check_timings(report)
@@ -66,15 +68,9 @@ def test_small_random_model_with_the_full_size_mimi(capsys):
     assert report["mimi_parameters"] > 70e6  # Kyutai's Mimi
 
 
-def test_compare_with_the_original_on_the_tiny_model(capsys):
-    pytest.importorskip("moshi.models.loaders", reason="needs the original `moshi`")
-    report = run_json(capsys, "--config", "tiny", "--random-weights", "--compare-reference")
-    check_timings(report)
-    check_timings(report["reference"])
-    assert report["speedup"] > 0
-    assert report["speedup"] == pytest.approx(
-        report["reference"]["ms_per_frame_p50"] / report["ms_per_frame_p50"]
-    )
+def test_bench_has_no_comparison_with_the_original(capsys):
+    """The side-by-side comparison is benchmarks/compare_reference.py's (tests/benchmarks/)."""
+    assert main(["bench", "--compare-reference"]) == 2
 
 
 def test_a_model_folder_with_the_table(capsys, tiny_checkpoint):

@@ -49,6 +49,7 @@ def _reference_greedy(folder, audio: np.ndarray, trailing_frames: int):
     return emitted, np.concatenate(pcm)
 
 
+@pytest.mark.slow
 def test_talk_matches_the_original_frame_for_frame(tiny_checkpoint, tmp_path):
     audio = _chirp(2.3)  # 28.75 frames: the last one is partial and zero-padded
     soundfile.write(tmp_path / "in.wav", audio[:, 0], 24000, subtype="FLOAT")

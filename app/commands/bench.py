@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from model.config import FRAME_SIZE, SAMPLE_RATE
+from model.config import FRAME_SIZE, SAMPLE_RATE, LMConfig
 from model.files import DEFAULT_REPO
 
 from ..errors import UsageError, UserError
@@ -68,18 +68,8 @@ SMALL_LM = {
     "depformer_num_layers": 2,
     "depformer_dim_feedforward": 1056,  # 4.125 x 256, as Moshi 7B's depformer
 }
-MOSHI_7B_LM = {
-    "dim": 4096,
-    "num_heads": 32,
-    "num_layers": 32,
-    "context": 3000,
-    "text_card": 32000,
-    "card": 2048,
-    "depformer_dim": 1024,
-    "depformer_num_heads": 16,
-    "depformer_num_layers": 6,
-    "depformer_dim_feedforward": 4224,
-}
+# Moshi 7B's sizes, from its configuration's one home (model.config's defaults).
+MOSHI_7B_LM = {key: getattr(LMConfig(), key) for key in SMALL_LM}
 CONFIGS = ("tiny", "small", "7b")
 
 

@@ -151,7 +151,7 @@ def check_portaudio() -> tuple[str, str]:
 
 
 def check_opus() -> tuple[str, str]:
-    """What the remote backend (app.remote) streams through: Opus in Ogg, over a WebSocket."""
+    """What the remote backend (app.engine.remote) streams through: Opus in Ogg, over a WebSocket."""
     import sphn
     import websockets
     import websockets.sync.client  # noqa: F401 (the client the remote backend connects with)

@@ -72,7 +72,7 @@ _BIG_DOWNLOAD = 4_000_000_000
 
 
 def download_advice(config: RunConfig, check) -> str:
-    """What to know before downloading the model `check` (an app.fetch.CheckResult) describes:
+    """What to know before downloading the model `check` (an app.engine.fetch.CheckResult) describes:
     that this machine cannot hold a live conversation with it, when the model is full-size and
     it would run on the CPU. Imports torch: call it off the GUI thread."""
     if check.total_size is None or check.total_size < _BIG_DOWNLOAD:

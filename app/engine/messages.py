@@ -89,7 +89,7 @@ class SetSampling:
 
 @dataclass(frozen=True)
 class Export:
-    """Write the conversation to `path`; the format follows the suffix (see app.session)."""
+    """Write the conversation to `path`; the format follows the suffix (see app.conversation.record)."""
 
     path: str
 

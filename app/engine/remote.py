@@ -21,7 +21,7 @@ queues the user's frame and takes one frame of Moshi's voice from a jitter buffe
 connection do the network work:
 
 - the receiver connects, waits for the handshake, decodes Moshi's audio into the jitter buffer
-  (`app.audio.PlaybackBuffer`: bounded, it drops the oldest audio rather than let latency grow)
+  (`app.audio.buffers.PlaybackBuffer`: bounded, it drops the oldest audio rather than let latency grow)
   and keeps each text piece until the audio it came with is played;
 - the sender Opus-encodes the user's frames from a bounded queue (when the network does not take
   them, the oldest are dropped and counted) and sends them.
@@ -98,7 +98,7 @@ def server_url(text: str) -> str:
 
 def sampling_query(sampling: object | None, seed: int | None) -> dict[str, str]:
     """The query parameters of Kyutai's web client for `sampling` (anything with temperature,
-    top_k, text_temperature and text_top_k, as app.engine.SetSampling) and `seed`."""
+    top_k, text_temperature and text_top_k, as app.engine.messages.SetSampling) and `seed`."""
     query = {}
     if sampling is not None:
         query = {

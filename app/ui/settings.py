@@ -143,7 +143,7 @@ def _revision(raw: Any) -> str:
 
 
 def _server(raw: Any) -> str:
-    """A server address as `app.remote.server_url` writes it."""
+    """A server address as `app.engine.remote.server_url` writes it."""
     try:
         if isinstance(raw, str) and server_url(raw) == raw:
             return raw

@@ -1,4 +1,4 @@
-"""app/audio.py without a sound card: the ring buffer, the adaptive playback buffer, DeviceAudio
+"""app/audio/ without a sound card: the ring buffer, the adaptive playback buffer, DeviceAudio
 driven through a fake sounddevice whose streams hand their callbacks to the test, FileAudio and
 SilentAudio. Nothing sleeps to wait for a thread: threads are joined, with a timeout."""
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: the traceback goes to the log, one line to the terminal
-        log.exception("unexpected error")
+        log.exception("unexpected error", extra=logs.SHOWN)
         where = f"the details are in {log_file}" if log_file else "run it again with --verbose"
         print(f"{PROG}: error: {type(err).__name__}: {err} ({where})", file=sys.stderr)
         return 1

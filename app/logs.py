@@ -2,7 +2,9 @@
 
 Every module logs through ``logging.getLogger(__name__)``. `setup` sends everything from INFO up
 to the file (with tracebacks: a user's bug report needs them), and warnings and errors to the
-terminal, or debug lines too with `--verbose`. A command's own output is `print`; nothing else is.
+terminal in one line each (with `--verbose`: debug lines and tracebacks too). A record logged with
+``extra=SHOWN`` has already reached the user as a message of its own (an error in the window or
+`chat`): it goes to the file only. A command's own output is `print`; nothing else is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,22 @@ _MAX_BYTES = 2_000_000  # then the file rotates: this one and 3 older ones are k
 _BACKUPS = 3
 _FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
 
+SHOWN = {"shown": True}  # `extra=` for a record the user has seen as a message already
+
 _handlers: list[logging.Handler] = []
+
+
+class _OneLine(logging.Formatter):
+    """A record without its traceback: the terminal's form when not --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        brief = logging.makeLogRecord(record.__dict__)
+        brief.exc_info = brief.exc_text = brief.stack_info = None
+        return super().format(brief)
+
+
+def _not_shown(record: logging.LogRecord) -> bool:
+    return not getattr(record, "shown", False)
 
 
 def log_path() -> Path:
@@ -37,7 +54,9 @@ def setup(verbose: bool = False) -> Path | None:
 
     terminal = logging.StreamHandler()
     terminal.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    terminal.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    terminal_format = "%(name)s: %(levelname)s: %(message)s"
+    terminal.setFormatter((logging.Formatter if verbose else _OneLine)(terminal_format))
+    terminal.addFilter(_not_shown)
     _handlers.append(terminal)
     path: Path | None = log_path()
     try:

@@ -33,6 +33,7 @@ import numpy as np
 from model.config import FRAME_SECONDS, FRAME_SIZE
 
 from ..errors import UserError
+from ..logs import SHOWN
 from .compute import Compute
 from .messages import (
     AudioBlock,
@@ -243,7 +244,7 @@ class Engine:
         try:
             self.record.export(path)
         except Exception as e:
-            log.error("export to %s failed", path, exc_info=True)
+            log.error("export to %s failed", path, exc_info=True, extra=SHOWN)
             self._emit(ErrorEvent(_describe(e)))
         else:
             self._emit(Exported(path))
@@ -283,7 +284,7 @@ class Engine:
             record.close()
 
     def _fail(self, error: Exception) -> None:
-        log.error("the conversation stopped: %s", error, exc_info=error)
+        log.error("the conversation stopped: %s", error, exc_info=error, extra=SHOWN)
         try:
             self._release()
         except Exception:

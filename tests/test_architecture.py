@@ -170,9 +170,7 @@ def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
         "app/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n",
         "model/__init__.py": "",
     }
-    for rel, source in files.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(source)
+    write_tree(tmp_path, files)
     assert cycles(import_graph(tmp_path)) == [["app.a", "app.b", "app.c", "app.a"]]
 
 
@@ -269,11 +267,15 @@ def test_checker_finds_a_forbidden_import_in_a_tree(tmp_path: Path) -> None:
         "model/lm.py": "import soundfile\n",
         "model/ok.py": "import torch\n",
     }
-    for rel, source in files.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(source)
+    write_tree(tmp_path, files)
     assert [check_tree(tmp_path, rule) for rule in RULES] == [
         ["model/lm.py: imports soundfile"],
         ["app/ui/view.py: imports torch"],
         ["app/engine.py: imports PySide6.QtCore"],
     ]
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for rel, source in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(source)

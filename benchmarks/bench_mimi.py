@@ -12,7 +12,8 @@ columns read at most about 33 there, even from cache, our kernel 31-51), and the
 
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
 
-NO_NATIVE_KERNEL=1 times ours with MKL's products instead of our kernel (`model/native.py`).
+Ours runs with its CPU forms swapped in (`model.cpu.speed_up`), as `Pipeline.load` runs it.
+NO_NATIVE_KERNEL=1 times ours with MKL's products instead of our kernel (`model/cpu/native.py`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from model.checkpoint import load_weights  # noqa: E402
 from model.config import FRAME_SIZE  # noqa: E402
+from model.cpu import native, speed_up  # noqa: E402
 from model.mimi import Mimi  # noqa: E402
-from model.native import status as native_status  # noqa: E402
 from model.streaming import streaming  # noqa: E402
 
 COLUMNS = ("encode p50", "encode mean", "decode p50", "decode mean")
@@ -50,21 +51,26 @@ def random_codebooks(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str,
 
 
 def build(device: str) -> dict[str, torch.nn.Module]:
-    """Ours and, if `moshi` is installed, the original, holding the same weights."""
+    """Ours (with its CPU forms) and, if `moshi` is installed, the original, holding the same
+    weights."""
     torch.manual_seed(0)
     try:
         from moshi.models import loaders
     except ImportError:
         print("moshi is not installed: timing ours only")
-        ours = Mimi().eval()
-        load_weights(ours, random_codebooks(ours.state_dict()))
-        return {"ours": ours.to(device)}
-    original = loaders.get_mimi(None, device="cpu")
-    state = random_codebooks(original.state_dict())
-    original.load_state_dict(state)
+        loaders = None
     ours = Mimi().eval()
-    load_weights(ours, state)
-    return {"ours": ours.to(device), "original": original.eval().to(device)}
+    models = {"ours": ours}
+    if loaders is None:
+        load_weights(ours, random_codebooks(ours.state_dict()))
+    else:
+        original = loaders.get_mimi(None, device="cpu")
+        state = random_codebooks(original.state_dict())
+        original.load_state_dict(state)
+        load_weights(ours, state)
+        models["original"] = original.eval().to(device)
+    speed_up(ours.to(device))
+    return models
 
 
 def weight_bytes_per_frame(mimi: Mimi) -> int:
@@ -143,7 +149,7 @@ def main() -> None:
         f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     if args.device == "cpu":
-        print(f"our CPU kernel (model/native.py): {native_status()}")
+        print(f"our CPU kernel (model/cpu/native.py): {native.status()}")
     print(f"{'':10}" + "".join(f"{h:>13}" for h in COLUMNS) + "   (ms per 80 ms frame)")
     results = {}
     for name, model in models.items():

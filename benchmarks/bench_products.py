@@ -6,15 +6,15 @@ in memory and the order of the product. This prints GB/s of weight read for Mimi
 shapes, for each form the model could use:
 
     W @ X       weight [out, in] row-major, activations [in, N] column-major: what the model
-                uses (`model.product`, for `model.transformer.Linear` and `model.conv`): Mimi's
+                uses (`model.cpu.products`, for the CPU forms of linears and convs): Mimi's
                 2 rows a step or a conv's few frames; the LM's one row, duplicated (N = 2),
                 where MKL's matrix-vector kernel (N = 1) reads at half the speed
     X @ W^T     the same weight, multiplied the other way round (nn.Linear, torch.matmul's fold)
     X @ Wcm     the weight stored [in, out] (column-major for nn.Linear)
-    blocks      W @ X with a wide weight read in column blocks (`model.product.wide_blocks`), what
+    blocks      W @ X with a wide weight read in column blocks (`model.cpu.products.wide_blocks`), what
                 the model does for weights with 2048 or more columns without our kernel; "-"
                 for the others
-    ours        our kernel (`model/native.py`): each weight row read once, front to back, for
+    ours        our kernel (`model/cpu/native.py`): each weight row read once, front to back, for
                 one or two rows of activations; what the model uses where it is built
 
     python benchmarks/bench_products.py [--threads N] [--megabytes 200]
@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's model/
 
-from model import native  # noqa: E402
-from model.product import weight_times, wide_blocks  # noqa: E402
+from model.cpu import native  # noqa: E402
+from model.cpu.products import weight_times, wide_blocks  # noqa: E402
 
 SHAPES = [  # (out, in, rows): where the model meets them
     (1536, 512, 2),  # Mimi transformer: attention in-projection, two 25 Hz steps per frame
@@ -92,7 +92,8 @@ def main() -> None:
         with native.turned_off():
             if wide_blocks(weights[0]) is not None:
                 cols = x.t()  # [in, rows], column-major
-                forms.append((weights, lambda w, c=cols: weight_times(w, c, wide_blocks(w))))
+                with_blocks = [(w, wide_blocks(w)) for w in weights]  # copies made beforehand
+                forms.append((with_blocks, lambda wb, c=cols: weight_times(wb[0], c, wb[1])))
             else:
                 forms.append(None)
             if kernel is not None and rows <= native.MAX_ROWS:

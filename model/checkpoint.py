@@ -333,9 +333,6 @@ def load_weights(
             )
         del weight, scale  # the file's pages for this tensor are released here
     module.load_state_dict(tensors, strict=True, assign=assign)
-    for mimi in module.modules():
-        if isinstance(mimi, Mimi):
-            mimi.lay_out_for_steps()
 
 
 def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -362,7 +359,7 @@ def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_mimi(files: ModelFiles, device: str | torch.device = "cpu") -> Mimi:
     """Mimi in fp32 (as the original runs it), in eval mode, on `device`."""
-    mimi = Mimi(files.mimi_config).to(device)  # on its device first: see Mimi.lay_out_for_steps
+    mimi = Mimi(files.mimi_config).to(device)
     load_weights(mimi, files.mimi_weights)
     return mimi.eval()
 

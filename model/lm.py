@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import LMConfig
-from .transformer import LayerSpec, Linear, RMSNorm, Transformer
+from .transformer import LayerSpec, RMSNorm, Transformer
 
 
 class Embedding(nn.Embedding):
@@ -47,11 +47,11 @@ class LM(nn.Module):
         )
         self.transformer = Transformer(temporal, cfg.num_layers)
         self.out_norm = RMSNorm(cfg.dim)
-        self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
+        self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
 
         num_in = cfg.dep_q if cfg.depformer_multi_linear else 1
         self.depformer_in = nn.ModuleList(
-            Linear(cfg.dim, cfg.depformer_dim, bias=False) for _ in range(num_in)
+            nn.Linear(cfg.dim, cfg.depformer_dim, bias=False) for _ in range(num_in)
         )
         self.depformer_text_emb = Embedding(cfg.text_card + 1, cfg.depformer_dim)
         self.depformer_emb = nn.ModuleList(
@@ -71,7 +71,7 @@ class LM(nn.Module):
         )
         self.depformer = Transformer(depth, cfg.depformer_num_layers)
         self.linears = nn.ModuleList(
-            Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q)
+            nn.Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q)
         )
 
     @property

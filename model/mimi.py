@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig, SEANetConfig
-from .conv import FEW_FRAMES, StreamingConv1d, StreamingConvTranspose1d, conv1d, step_layout
-from .product import weight_times
+from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .streaming import StreamingModule
 from .transformer import LayerSpec, Transformer
 
@@ -180,14 +179,16 @@ class Codebook(nn.Module):
 
         The distances are `torch.cdist`'s formula (|x - c|^2 as the product [-2x, |x|^2, 1] .
         [c, 1, |c|^2], clamped at 0, square-rooted), with the centroids' half of the product kept
-        from call to call. The product is taken centroids-first (`model.product`), 4x faster on
-        the CPU than cdist's order; the sums differ from cdist's in the last bits only.
+        from call to call; the sums differ from cdist's in the last bits only.
         """
-        _, augmented = self._centroids()
         norms = x.pow(2).sum(-1, keepdim=True)
         query = torch.cat([x.mul(-2), norms, torch.ones_like(norms)], -1)  # [N, D + 2]
-        distances = weight_times(augmented, query.t())  # [bins, N]
+        distances = self.centroids_times(query.t())  # [bins, N]
         return distances.clamp_min_(0).sqrt_().argmin(dim=0)
+
+    def centroids_times(self, query: torch.Tensor) -> torch.Tensor:
+        """The augmented centroids [bins, D + 2] @ query [D + 2, N] -> [bins, N]."""
+        return torch.mm(self._centroids()[1], query)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self._centroids()[0])
@@ -235,14 +236,14 @@ class ProjectedRVQ(nn.Module):
     def encode(self, latent: torch.Tensor, n: int) -> torch.Tensor:
         """[B, latent_dim, T] -> codes [B, n, T]."""
         B, _, T = latent.shape
-        x = conv1d(latent, self.input_proj).transpose(1, 2).reshape(B * T, -1)
+        x = self.input_proj(latent).transpose(1, 2).reshape(B * T, -1)
         return self.vq.encode(x, n).view(n, B, T).transpose(0, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n, T] -> [B, latent_dim, T]."""
         B, n, T = codes.shape
         x = self.vq.decode(codes.transpose(0, 1).reshape(n, B * T))  # [B T, D]
-        return conv1d(x.view(B, T, -1).transpose(1, 2), self.output_proj)
+        return self.output_proj(x.view(B, T, -1).transpose(1, 2))
 
 
 class SplitRVQ(nn.Module):
@@ -302,19 +303,6 @@ class Mimi(nn.Module):
         if not 1 <= n <= total:
             raise ValueError(f"Mimi has {total} codebooks; cannot use {n}")
         self.quantizer.num_codebooks = n
-
-    def lay_out_for_steps(self) -> None:
-        """Lay the weights out in memory as streaming steps read them fastest on the CPU: the
-        weights of the transposed convs that see few frames a step [C_out K, C_in] (the others
-        stay as PyTorch's own kernel wants them). The transformers' linears stay [out, in], the
-        layout `model.transformer.Linear` reads fastest. Weights on a GPU are left as they are
-        (a layout made on the CPU would travel with `.to()`: lay out after moving)."""
-        frames = 1  # a streaming step's input: one frame of codes
-        for convtr in [self.upsample.convtr, *self.decoder.model]:
-            if isinstance(convtr, StreamingConvTranspose1d):
-                if frames <= FEW_FRAMES:
-                    step_layout(convtr.convtr.convtr)
-                frames *= convtr.convtr.convtr.stride[0]
 
     def _is_streaming(self) -> bool:
         conv = self.encoder.model[0]

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from .checkpoint import load_lm, load_mimi
-from .files import ModelFiles, resolve_folder
 from .config import FRAME_SIZE
+from .cpu import speed_up
+from .files import ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
@@ -129,8 +130,9 @@ class Pipeline:
         """
         files = source if isinstance(source, ModelFiles) else resolve_folder(source)
         dev = resolve_device(device)
-        mimi = load_mimi(files, dev)
-        lm = load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype))
+        # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
+        mimi = speed_up(load_mimi(files, dev))
+        lm = speed_up(load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype)))
         return cls(
             mimi,
             lm,

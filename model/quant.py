@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu.private import int8_times
+
 SCALE_SUFFIX = "_scb"  # the scales of `x.weight` are `x.weight_scb`
 _BLOCK = 1 << 22  # values quantized at a time: bounds the float32 temporaries (16 MB each)
 
@@ -53,26 +55,15 @@ def dequantize_weight(
     return (weight.float() * (scb.float() / 127)[:, None]).to(dtype)
 
 
-def _cpu_kernel_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether torch's int8 CPU kernel can take these tensors. It reads with aligned vector loads
-    and crashes the process (not an exception) on rows of other lengths or unaligned data."""
-    return (
-        x.device.type == "cpu"
-        and hasattr(torch, "_weight_int8pack_mm")
-        and weight.shape[1] % 32 == 0
-        and weight.is_contiguous()
-        and weight.data_ptr() % 64 == 0
-    )
-
-
 class Int8Linear(nn.Module):
     """A bias-free linear with an int8 weight and per-output-row scales: y = x @ (w * scb / 127).T.
 
     The product is computed in the input's float dtype (the weight cast to it, the scale applied to
-    the result), except on the CPU: there torch's int8 weight-only kernel (`_weight_int8pack_mm`)
-    runs in bfloat16 whatever the input's dtype. It is 2-10x faster than a float32 matmul at batch 1
-    (it reads 1 byte per weight instead of 4), and rounding the activations to bfloat16 inside the
-    linear (2^-9 relative) costs far less than the int8 weights themselves (about 1e-2 relative).
+    the result), except on the CPU: there torch's int8 weight-only kernel (`_weight_int8pack_mm`,
+    called in `model.cpu.private`) runs in bfloat16 whatever the input's dtype. It is 2-10x
+    faster than a float32 matmul at batch 1 (it reads 1 byte per weight instead of 4), and rounding
+    the activations to bfloat16 inside the linear (2^-9 relative) costs far less than the int8
+    weights themselves (about 1e-2 relative).
     Set `cpu_kernel_dtype = None` to compute as on other devices (slower on the CPU; what the
     tests use to check that path, and to compare with a float model to float rounding).
 
@@ -127,13 +118,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.weight_scb / 127  # [out], float32
-        kernel_dtype = self.cpu_kernel_dtype
-        if kernel_dtype is not None and _cpu_kernel_fits(x, self.weight):
-            x2 = x.reshape(-1, self.in_features).to(kernel_dtype).contiguous()  # [B*T, in]
-            if x2.data_ptr() % 64:
-                x2 = x2.clone()
-            y = torch._weight_int8pack_mm(x2, self.weight, scale.to(kernel_dtype))
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        if self.cpu_kernel_dtype is not None:
+            y = int8_times(x, self.weight, scale, self.cpu_kernel_dtype)
+            if y is not None:
+                return y
         if x.dtype == torch.float16:  # x @ int8 can leave float16's range before the scale
             return F.linear(x, self.dequantized(x.dtype))
         return F.linear(x, self.weight.to(x.dtype)) * scale.to(x.dtype)

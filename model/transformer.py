@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .product import cpu_fp32, weight_times, wide_blocks
 from .streaming import State, StreamingModule
 
 
@@ -34,29 +33,6 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         var = self.eps + x32.pow(2).mean(dim=-1, keepdim=True)
         return (x32 * (self.alpha.float() * torch.rsqrt(var))).to(x.dtype)
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose product on the CPU suits a streaming step: W @ X for one or a few rows
-    (`model.product`). Rows of 4096 or more (Moshi 7B's) read as fast either way: one row takes
-    the plain product there."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = columns(self, x.reshape(-1, x.shape[-1])).t()  # [rows, out]
-        y = y.reshape(*x.shape[:-1], y.shape[-1])
-        return y if self.bias is None else y + self.bias
-
-
-def columns(linear: nn.Module, rows: torch.Tensor) -> torch.Tensor:
-    """A bias-free linear on rows [N, in], returned as columns [out, N] (W @ rows^T), the form the
-    CPU product hands back without a copy. Elsewhere (a GPU, int8, bf16) it is the linear's own
-    output, transposed: a view. Callers that reshape the result read either layout alike."""
-    if not isinstance(linear, Linear):  # an Int8Linear
-        return linear(rows).t()
-    w = linear.weight
-    if not cpu_fp32(w) or not w.is_contiguous() or (rows.shape[0] == 1 and w.shape[1] >= 4096):
-        return F.linear(rows, w).t()
-    return weight_times(w, rows.contiguous().t(), wide_blocks(w))
 
 
 class LayerScale(nn.Module):
@@ -208,8 +184,8 @@ class Attention(StreamingModule):
         self.rope_max_period = rope_max_period
         self.num_steps = num_steps
         n = max(num_steps, 1)
-        self.in_projs = nn.ModuleList(Linear(dim, 3 * dim, bias=False) for _ in range(n))
-        self.out_projs = nn.ModuleList(Linear(dim, dim, bias=False) for _ in range(n))
+        self.in_projs = nn.ModuleList(nn.Linear(dim, 3 * dim, bias=False) for _ in range(n))
+        self.out_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
 
     def init_state(self, batch_size: int) -> State:
         proj = self.in_projs[0]
@@ -250,9 +226,9 @@ class Attention(StreamingModule):
     ) -> torch.Tensor:
         B, T, C = x.shape  # [B, T, dim]
         w = step if self.num_steps else 0
-        qkv = columns(self.in_projs[w], x.reshape(B * T, C))  # [3 dim, B T]
-        qkv = qkv.view(3, self.num_heads, -1, B, T).permute(0, 3, 1, 4, 2)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, T, head_dim]
+        qkv = self.in_projs[w](x).reshape(B, T, 3, self.num_heads, -1)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, T, head_dim]
+        q, k, v = qkv[0], qkv[1], qkv[2]
 
         if self.num_steps:
             assert isinstance(self.state, FrameKVCache) and T == 1 and step is not None
@@ -269,8 +245,7 @@ class Attention(StreamingModule):
             mask = steps.mask
 
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = columns(self.out_projs[w], out.transpose(1, 2).reshape(B * T, C))  # [dim, B T]
-        return out.t().view(B, T, C)
+        return self.out_projs[w](out.transpose(1, 2).reshape(B, T, C))  # [B, T, dim]
 
 
 class GatedFFN(nn.Module):
@@ -279,8 +254,8 @@ class GatedFFN(nn.Module):
     def __init__(self, dim: int, dim_feedforward: int):
         super().__init__()
         hidden = 21 * dim // 8 if dim_feedforward == 4 * dim else 2 * dim_feedforward // 3
-        self.linear_in = Linear(dim, 2 * hidden, bias=False)
-        self.linear_out = Linear(hidden, dim, bias=False)
+        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
+        self.linear_out = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.linear_in(x).chunk(2, dim=-1)
@@ -316,8 +291,8 @@ class TransformerLayer(nn.Module):
         self.num_steps = num_steps
         if spec.gating == "none":  # Mimi: a plain GELU feed-forward, its linears on the layer
             assert not num_steps
-            self.linear1 = Linear(dim, spec.dim_feedforward, bias=False)
-            self.linear2 = Linear(spec.dim_feedforward, dim, bias=False)
+            self.linear1 = nn.Linear(dim, spec.dim_feedforward, bias=False)
+            self.linear2 = nn.Linear(spec.dim_feedforward, dim, bias=False)
         elif spec.gating == "silu":
             if num_steps:
                 self.gating = nn.ModuleList(
@@ -335,9 +310,7 @@ class TransformerLayer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor, step: int | None) -> torch.Tensor:
         if hasattr(self, "linear1"):
-            hidden = columns(self.linear1, x.reshape(-1, x.shape[-1]))  # [ffn, B T]
-            hidden = F.gelu(hidden.t()).contiguous()  # [B T, ffn], as linear2 reads it
-            return columns(self.linear2, hidden).t().view(x.shape)
+            return self.linear2(F.gelu(self.linear1(x)))
         if self.num_steps:
             return self.gating[step](x)
         return self.gating(x)

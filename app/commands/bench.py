@@ -390,7 +390,7 @@ def _write_random(config: str, folder: Path) -> Path:
 def _describe(pipeline) -> dict[str, Any]:
     import torch
 
-    from model import native
+    from model.cpu import native
     from model.quant import int8_linear_names
 
     lm, mimi, device = pipeline.lm, pipeline.mimi, pipeline.device

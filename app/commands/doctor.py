@@ -261,7 +261,7 @@ def _check_torch(section: Section) -> None:
     elif not mps:
         section.add(WARN, "no GPU: the model runs on the CPU")
     if not cuda:
-        from model import native  # builds our CPU kernel the first time (seconds)
+        from model.cpu import native  # builds our CPU kernel the first time (seconds)
 
         kernel = native.status()
         failed = kernel.startswith("unavailable")  # else built, or not meant to be

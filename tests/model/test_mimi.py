@@ -10,16 +10,22 @@ shows the two references differ enough for these tests to tell which one we foll
 
 Input: 140 frames (11.2 s), past the full model's 250-step (10 s) window and seven times the
 small model's 20 steps. Codes to decode are drawn at random, so every centroid is exercised.
+
+Every test runs twice: on our Mimi as it is (the math, the GPU's path) and with its CPU forms
+swapped in (`model.cpu.speed_up`, what `Pipeline.load` runs on the CPU).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from contextlib import AbstractContextManager
 from functools import cached_property
 
 import pytest
 import torch
 
+from model.cpu import speed_up
 from model.mimi import Mimi
 from model.streaming import reset_streaming, streaming
 
@@ -92,6 +98,34 @@ class Run:
 
 
 _RUNS: dict[str, Run] = {}  # one per model size, shared by the tests of this module
+_SPED_UP: dict[str, Mimi] = {}  # ours with its CPU forms, one per model size
+
+
+@pytest.fixture(scope="session", params=["plain", "cpu-forms"])
+def form(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+pytestmark = pytest.mark.usefixtures("form")  # every test, through `mimi` too
+
+
+def in_form(pair, form: str):
+    """The pair with ours as it is, or with its CPU forms swapped in (a copy)."""
+    if form == "plain":
+        return pair
+    if pair.name not in _SPED_UP:
+        _SPED_UP[pair.name] = speed_up(copy.deepcopy(pair.ours))
+    return dataclasses.replace(pair, ours=_SPED_UP[pair.name])
+
+
+@pytest.fixture(scope="session")
+def small_mimi(small_mimi, form: str):
+    return in_form(small_mimi, form)
+
+
+@pytest.fixture(scope="session")
+def full_mimi(full_mimi, form: str):
+    return in_form(full_mimi, form)
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ against 7-20 on this project's 2-core machine (`benchmarks/bench_products.py`).
 A wide weight (rows of 2048 or more, longer than it is tall: Mimi's feed-forward out-projection
 [512, 2048], its 512 -> 1024 convs as [1024, 3584] and [1024, 8192]) still reads at only 21-26
 GB/s that way (best of 20; 15-20 inside a Mimi frame). Cut into blocks of 512 columns, each block
-stored whole, it reads at 31-36: a batch of short-row products, summed. The blocks are a copy, made
-on first use and kept beside the weight (`wide_blocks`): 126 MB for Mimi.
+stored whole, it reads at 31-36: a batch of short-row products, summed. The blocks are a copy
+(`wide_blocks`, 126 MB for Mimi), made when a module is swapped for its CPU form and kept by it.
 
-Where our own kernel is built (`model/native.py`, x86-64 with a C++ compiler), it takes one or two
-columns instead, and reads every weight, wide or not, at 31-51 GB/s; wide blocks are then not made.
+Where our own kernel is built (`model/cpu/native.py`, x86-64 with a C++ compiler), it takes one or
+two columns instead, and reads every weight, wide or not, at 31-51 GB/s; wide blocks are then not
+made.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-from . import native
+from .native import MAX_ROWS, weight_times_rows
 
 BLOCK = 512  # columns of a wide weight one product reads
 WIDE = 2048  # a weight with at least this many columns, and more columns than rows, is wide
@@ -31,9 +33,13 @@ FEW = 4  # columns up to which the blocks read faster (at 16 the single product 
 
 
 def cpu_fp32(t: torch.Tensor) -> bool:
-    """t is an fp32 tensor on the CPU: what this module's products, and the CPU kernels chosen
-    around them, serve."""
+    """t is an fp32 tensor on the CPU: what this package's products and kernels serve."""
     return t.device.type == "cpu" and t.dtype == torch.float32
+
+
+def no_grad_wanted(*tensors: torch.Tensor) -> bool:
+    """No gradient is wanted of these tensors: our kernels and oneDNN's have none."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def weight_times(
@@ -45,7 +51,7 @@ def weight_times(
     Spelled as mm/bmm on purpose: `w @ cols` would fold the batch into rows and multiply
     cols^T @ w^T, the slow form."""
     N = cols.shape[-1]
-    if N <= native.MAX_ROWS and (cols.dim() == 2 or cols.shape[0] == 1):
+    if N <= MAX_ROWS and (cols.dim() == 2 or cols.shape[0] == 1):
         kernel = _native_kernel(w, cols)
         if kernel is not None:
             y = kernel(w, cols.reshape(cols.shape[-2:]).t().contiguous())  # rows [N, I]
@@ -67,13 +73,11 @@ def weight_times(
 def _native_kernel(
     w: torch.Tensor, cols: torch.Tensor
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """Our kernel (`model.native`) where it serves w @ cols: fp32 on the CPU, a contiguous weight,
-    no gradient wanted (it has none); else None."""
-    if not (cpu_fp32(w) and cpu_fp32(cols) and w.is_contiguous()):
+    """Our kernel (`model.cpu.native`) where it serves w @ cols: fp32 on the CPU, a contiguous
+    weight, no gradient wanted; else None."""
+    if not (cpu_fp32(w) and cpu_fp32(cols) and w.is_contiguous() and no_grad_wanted(w, cols)):
         return None
-    if torch.is_grad_enabled() and (w.requires_grad or cols.requires_grad):
-        return None
-    return native.weight_times_rows()
+    return weight_times_rows()
 
 
 def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -86,33 +90,33 @@ def _blocks_times(blocks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 
 
 def wide_blocks(weight: torch.Tensor) -> torch.Tensor | None:
-    """A wide fp32 CPU weight [O, ...] (read as [O, I]) in column blocks [I / BLOCK, O, BLOCK],
-    or None for any other weight, and where our kernel reads it (`model.native`). Made on first
-    use and kept beside the weight (`kept_copy`); on the CPU that costs its size again."""
+    """A copy of a wide fp32 CPU weight [O, ...] (read as [O, I]) in column blocks
+    [I / BLOCK, O, BLOCK]; None for any other weight, and where our kernel reads it
+    (`model.cpu.native`)."""
     O = weight.shape[0]
     I = weight.numel() // max(O, 1)
     if I < WIDE or I <= O or I % BLOCK or not cpu_fp32(weight) or not weight.is_contiguous():
         return None
-    if native.weight_times_rows() is not None:
+    if weight_times_rows() is not None:
         return None
-    return kept_copy(
-        weight,
-        "_wide_blocks",
-        lambda w: w.reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous(),
-    )
+    w = weight.detach()
+    return w.reshape(O, I // BLOCK, BLOCK).transpose(0, 1).contiguous()
 
 
-def kept_copy(
-    weight: torch.Tensor, name: str, make: Callable[[torch.Tensor], torch.Tensor], *key
-) -> torch.Tensor:
-    """`make(weight)`, a copy of the weight in another layout, made once and kept on the tensor
-    (as attribute `name`) until the weight's values change (an in-place write, a load), it moves,
-    or `key` (what else the copy depends on, e.g. an input shape) changes."""
-    # A tensor made in inference mode keeps no count of its in-place writes; it can only be
-    # written there, which the model never does to a weight.
-    key = (weight.data_ptr(), -1 if weight.is_inference() else weight._version, *key)
-    kept = getattr(weight, name, None)
-    if kept is None or kept[0] != key:
-        kept = (key, make(weight.detach()))
-        setattr(weight, name, kept)
-    return kept[1]
+class KeepsCopies(nn.Module):
+    """A CPU form that keeps its weight in other layouts too (wide blocks, oneDNN's): made by
+    `remake_copies()` when the form is made, and again whenever its weights are loaded or moved
+    (`load_state_dict`, `.to()`). A form serves inference: an in-place write to its weight is not
+    seen by the copies, so swap again after training."""
+
+    def remake_copies(self) -> None:
+        raise NotImplementedError
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.remake_copies()
+
+    def _apply(self, fn, recurse=True):
+        module = super()._apply(fn, recurse)
+        self.remake_copies()
+        return module

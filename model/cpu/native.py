@@ -2,7 +2,7 @@
 
 A streaming step multiplies each weight by a frame or two of activations, so its cost is reading the
 weight once from memory. MKL's kernels for that shape read 28-37 GB/s with this project's 2 cores;
-`model/csrc/products.cpp` reads each row of the weight front to back, once, and reaches 31-51
+`model/cpu/csrc/products.cpp` reads each row of the weight front to back, once, and reaches 31-51
 (`benchmarks/bench_products.py`). In interleaved A/B runs it took 0.8 to 1.2 ms off a Mimi frame of
 about 25, and Mimi no longer needs its wide weights copied into blocks (126 MB).
 
@@ -12,7 +12,7 @@ The kernel is compiled by PyTorch's extension builder (a C++ compiler and ninja)
 It is built only on x86-64, where it was measured, and must agree with `torch.mm` on a test product
 before it is used. Where it cannot be had (no compiler, another CPU, the PyInstaller bundle,
 `NO_NATIVE_KERNEL=1`, a build error) `weight_times_rows()` is None, the products take MKL's paths
-(`model/product.py`), and `status()` says why.
+(`model/cpu/products.py`), and `status()` says why.
 """
 
 from __future__ import annotations

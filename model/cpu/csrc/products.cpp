@@ -1,6 +1,6 @@
 // A weight times a few rows, read once: y [O, N] = w [O, I] @ x^T for x [N, I], N <= 4.
 //
-// This is the product a streaming step makes most (see model/product.py). Its cost is reading the
+// This is the product a streaming step makes most (see model/cpu/products.py). Its cost is reading the
 // weight, once, from memory; MKL's kernels for it read 20 GB/s a core on the project's CPU, which
 // can stream 30. Here each row of the weight is read front to back, once, and multiplied into
 // every row of x as it passes, with two partial sums per column to keep the adders busy. The
@@ -10,7 +10,7 @@
 // Each output's sum is taken in the same order whatever N, the threads and the other rows and
 // columns are, so a row of x gives the same outputs alone or beside another.
 //
-// Built at run time for this machine (`-march=native`) by model/native.py.
+// Built at run time for this machine (`-march=native`) by model/cpu/native.py.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

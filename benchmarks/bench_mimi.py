@@ -11,9 +11,11 @@ speed changes from run to run (31 to 55 GB/s on issue 7's 2-core machine; MKL's 
 columns read at most about 33 there, even from cache, our kernel 31-51), and the floor with it.
 
     python benchmarks/bench_mimi.py [--frames 100] [--warmup 10] [--threads N] [--device cpu]
+                                    [--plain]
 
-Ours runs with its CPU forms swapped in (`model.cpu.speed_up`), as `Pipeline.load` runs it.
-NO_NATIVE_KERNEL=1 times ours with MKL's products instead of our kernel (`model/cpu/native.py`).
+Ours runs with its CPU forms swapped in (`model.cpu.speed_up`), as `Pipeline.load` runs it;
+`--plain` times the modules as they are written instead. NO_NATIVE_KERNEL=1 times ours with MKL's
+products instead of our kernel (`model/cpu/native.py`).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def random_codebooks(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str,
     return out
 
 
-def build(device: str) -> dict[str, torch.nn.Module]:
-    """Ours (with its CPU forms) and, if `moshi` is installed, the original, holding the same
-    weights."""
+def build(device: str, plain: bool = False) -> dict[str, torch.nn.Module]:
+    """Ours (with its CPU forms unless `plain`) and, if `moshi` is installed, the original,
+    holding the same weights."""
     torch.manual_seed(0)
     try:
         from moshi.models import loaders
@@ -69,7 +71,9 @@ def build(device: str) -> dict[str, torch.nn.Module]:
         original.load_state_dict(state)
         load_weights(ours, state)
         models["original"] = original.eval().to(device)
-    speed_up(ours.to(device))
+    ours.to(device)
+    if not plain:
+        speed_up(ours)
     return models
 
 
@@ -135,11 +139,12 @@ def main() -> None:
         help="torch intra-op threads (default: torch's own choice)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plain", action="store_true", help="ours without its CPU forms")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    models = build(args.device)
+    models = build(args.device, args.plain)
     speed = read_bandwidth(args.device)
     g = torch.Generator().manual_seed(1)
     n = args.warmup + args.frames
@@ -149,7 +154,8 @@ def main() -> None:
         f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     if args.device == "cpu":
-        print(f"our CPU kernel (model/cpu/native.py): {native.status()}")
+        forms = "plain modules" if args.plain else "CPU forms (model/cpu)"
+        print(f"ours: {forms}; our CPU kernel (model/cpu/native.py): {native.status()}")
     print(f"{'':10}" + "".join(f"{h:>13}" for h in COLUMNS) + "   (ms per 80 ms frame)")
     results = {}
     for name, model in models.items():

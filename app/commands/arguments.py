@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model.files import DEFAULT_REPO, DEVICES, DTYPES, WEIGHTS_LICENCE, CheckpointError
+from model.files import DEFAULT_REPO, DEVICES, DTYPES, WEIGHTS_LICENCE
 
 from ..errors import UserError
 
@@ -138,22 +138,20 @@ class ProgressBars:
             self.bar = None
 
 
-def locate(args: argparse.Namespace, download: bool = True):
+def locate(args: argparse.Namespace):
     """The files of `args.model` (with `args.revision`, `args.offline`), downloading what is
-    missing; every failure is a UserError."""
-    from model.hub import locate_model
+    missing with progress bars; every failure is a UserError."""
+    from ..engine.local import locate as locate_files
 
     bars = ProgressBars()
     try:
-        return locate_model(
+        return locate_files(
             args.model,
-            revision=getattr(args, "revision", None),
-            offline=getattr(args, "offline", False) or None,
-            download=download,
+            getattr(args, "revision", None),
+            getattr(args, "offline", False),
+            download=True,
             progress=bars,
         )
-    except CheckpointError as e:
-        raise UserError(f"cannot load the model: {e}") from e
     except KeyboardInterrupt:
         bars.close()
         raise UserError("download interrupted; run the same command again to resume") from None

@@ -134,24 +134,21 @@ def run(args: argparse.Namespace) -> int:
             engine.send(sampling)  # a SetSampling, sent with the connection
         engine.send(Start())
         while True:
-            event = engine.events.get()
-            if isinstance(event, TextPiece):
-                status.text(event.text)
-            elif isinstance(event, Stats):
-                status.show(event)
-            elif isinstance(event, Notice):
-                status.end_line()
-                print(event.message, file=sys.stderr)
-            elif isinstance(event, ErrorEvent):
-                failed = event.message
-                break
-            elif isinstance(event, StateChanged) and event.state in (
-                EngineState.FINISHED,
-                EngineState.ERROR,
-            ):
-                break
-            elif isinstance(event, StateChanged):
-                _say(event.state, args, model)
+            match engine.events.get():
+                case TextPiece(text=text):
+                    status.text(text)
+                case Stats() as stats:
+                    status.show(stats)
+                case Notice(message=message):
+                    status.end_line()
+                    print(message, file=sys.stderr)
+                case ErrorEvent(message=message):
+                    failed = message
+                    break
+                case StateChanged(state=EngineState.FINISHED | EngineState.ERROR):
+                    break
+                case StateChanged(state=state):
+                    _say(state, args, model)
     except KeyboardInterrupt:
         pass
     finally:

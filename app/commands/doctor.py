@@ -87,8 +87,8 @@ def model_files(args: argparse.Namespace):
 def check_model(args: argparse.Namespace) -> Section:
     import torch
 
-    from model.files import CheckpointError
     from model.config import ConfigError
+    from model.files import CheckpointError
     from model.inspect import inspect_model
     from model.pipeline import resolve_device, resolve_dtype, wants_int8
 

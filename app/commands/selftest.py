@@ -157,11 +157,11 @@ def check_opus() -> tuple[str, str]:
     import websockets.sync.client  # noqa: F401 (the client the remote backend connects with)
 
     frames = 6
-    t = np.arange(frames * 1920) / SAMPLE_RATE
+    t = np.arange(frames * FRAME_SIZE) / SAMPLE_RATE
     voice = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     writer, reader = sphn.OpusStreamWriter(SAMPLE_RATE), sphn.OpusStreamReader(SAMPLE_RATE)
     decoded = sum(
-        len(reader.append_bytes(writer.append_pcm(voice[i * 1920 : (i + 1) * 1920])))
+        len(reader.append_bytes(writer.append_pcm(voice[i * FRAME_SIZE : (i + 1) * FRAME_SIZE])))
         for i in range(frames)
     )
     if decoded == 0:

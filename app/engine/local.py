@@ -16,16 +16,22 @@ if TYPE_CHECKING:
     from .run import RunConfig
 
 
-def locate(config: RunConfig, download: bool = False):
+def locate(
+    model: str,
+    revision: str | None = None,
+    offline: bool = False,
+    *,
+    download: bool = False,
+    progress=None,
+):
+    """The files of `model` (a folder, or a repository at `revision`), from the cache or, with
+    `download`, fetched (`progress`: a model.hub.ProgressCallback); failures are UserErrors."""
     from model.files import CheckpointError
     from model.hub import locate_model
 
     try:
         return locate_model(
-            config.model,
-            revision=config.revision,
-            offline=config.offline or None,
-            download=download,
+            model, revision=revision, offline=offline or None, download=download, progress=progress
         )
     except CheckpointError as e:
         raise UserError(f"cannot load the model: {e}") from e
@@ -34,7 +40,7 @@ def locate(config: RunConfig, download: bool = False):
 def is_cached(config: RunConfig) -> bool:
     """Whether the model's files are all on this machine (looks at the cache only)."""
     try:
-        locate(config)
+        locate(config.model, config.revision, config.offline)
         return True
     except UserError:
         return False
@@ -51,8 +57,8 @@ def load_files(
 ):
     """A pipeline from located model files; every failure to load is a UserError.
     `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1."""
-    from model.files import CheckpointError
     from model.config import ConfigError
+    from model.files import CheckpointError
     from model.pipeline import Pipeline
     from model.text import TokenizerError
 

@@ -43,7 +43,8 @@ def open_compute(config: RunConfig) -> Compute:
         return RemoteSession(config.server, seed=config.seed)
     from .local import LocalCompute, load_files, locate
 
-    return LocalCompute(load_files(locate(config), config.device, config.dtype, seed=config.seed))
+    files = locate(config.model, config.revision, config.offline)
+    return LocalCompute(load_files(files, config.device, config.dtype, seed=config.seed))
 
 
 def open_audio(config: RunConfig):

@@ -42,10 +42,11 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QWidget
 
-SAMPLE_RATE = 24_000
+from model.config import FRAME_SIZE, SAMPLE_RATE
+
 BIN_SAMPLES = 120  # 5 ms of audio per envelope bin
 BINS_PER_SECOND = SAMPLE_RATE // BIN_SAMPLES  # 200
-BLOCK_BINS = 1920 // BIN_SAMPLES  # 16 bins in one engine block (80 ms)
+BLOCK_BINS = FRAME_SIZE // BIN_SAMPLES  # 16 bins in one engine block (80 ms)
 FRAME_MS = 33  # repaint at most about 30 times a second
 MAX_LAG_BINS = 4 * BLOCK_BINS  # the smooth scroll never shows data older than this behind
 MIN_WINDOW_SECONDS = 0.5

@@ -11,6 +11,7 @@ from app.audio.from_file import FileAudio
 from app.conversation.record import Conversation
 from app.engine.engine import Engine
 from app.engine.local import LocalCompute
+from app.engine.messages import EngineState
 from app.ui.main_window import MainWindow
 from app.ui.settings import Settings
 
@@ -119,7 +120,7 @@ def test_an_error_shows_a_message_and_the_window_stays_usable(make_window, qtbot
         attempts.append(config)
         if len(attempts) == 1:
             raise UserError("cannot load the model: model folder not found: /nowhere")
-        return Pipeline.load(tiny_checkpoint, "cpu", seed=0)
+        return LocalCompute(Pipeline.load(tiny_checkpoint, "cpu", seed=0))
 
     window = make_window(load=flaky_load)
     window.start_button.click()
@@ -188,7 +189,7 @@ def test_loading_shows_progress(make_window, qtbot):
 
     def slow_load(config):
         release.wait(10)
-        return Pipeline.load(config.model, "cpu", seed=0)
+        return LocalCompute(Pipeline.load(config.model, "cpu", seed=0))
 
     window = make_window(load=slow_load)
     window.start_button.click()
@@ -263,7 +264,7 @@ def test_a_status_message_shows_whole_beside_the_figures(make_window, qtbot):
         return min(w.geometry().x() for w in labels)
 
     assert window.model_label.isVisible()
-    window.on_state("running")  # the headphones advice
+    window.on_state(EngineState.RUNNING)  # the headphones advice
     message = bar.currentMessage()
     assert message
     assert bar.fontMetrics().horizontalAdvance(message) < room_for_the_message()

@@ -18,7 +18,7 @@ from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 
 from ..errors import UserError
 from .buffers import PlaybackBuffer, RingBuffer
-from .interface import AudioIO, AudioStats, mono
+from .interface import AudioIO, AudioStats, mono, silence_nonfinite
 
 _FILE_USE = "file-based use (`moshi-desktop talk`, `chat --input-file`) keeps working"
 
@@ -249,7 +249,7 @@ class DeviceAudio(AudioIO):
         if self.output_rate != SAMPLE_RATE:
             self._resample_out = soxr.ResampleStream(SAMPLE_RATE, self.output_rate, 1, "float32")
         self._pending = np.zeros(0, dtype=np.float32)  # resampled input not yet a whole frame
-        self._frames_read = self._frames_written = 0
+        self._frames_read = self._frames_written = self._silenced = 0
 
     # The two PortAudio callbacks: copies only.
 
@@ -313,7 +313,8 @@ class DeviceAudio(AudioIO):
             want = max(1, need)
             if not self._capture.wait(want, deadline - time.monotonic()):
                 return None
-            block = self._capture.read(want)
+            block = self._capture.read(want)  # a fresh array
+            self._silenced += silence_nonfinite(block)  # before the resampler sees them
             mono = block[:, 0] if self.input_channels == 1 else block.mean(axis=1)
             if self._resample_in is not None:
                 mono = self._resample_in.resample_chunk(mono)
@@ -346,6 +347,7 @@ class DeviceAudio(AudioIO):
             device_xruns=self._xruns,
             frames_read=self._frames_read,
             frames_written=self._frames_written,
+            silenced_samples=self._silenced,
         )
 
 

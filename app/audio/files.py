@@ -8,6 +8,7 @@ half-written file where the user expects one.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ import soxr
 from model.config import SAMPLE_RATE
 
 from ..errors import UserError
+from .interface import silence_nonfinite
+
+log = logging.getLogger(__name__)
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -31,7 +35,14 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The file's audio as mono float32 at `rate`: channels averaged, then resampled."""
+    """The file's audio as mono float32 at `rate`: channels averaged, then resampled; NaN and
+    infinite samples are silence."""
+    return load_audio(path, rate)[0]
+
+
+def load_audio(path: str | Path, rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """`read_audio`, and how many NaN or infinite samples were replaced by silence (before
+    resampling, so a stretch of them gives exactly what the same stretch of zeros gives)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"input file not found: {path}")
@@ -43,7 +54,10 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
         raise UserError(f"cannot read {path.name} as audio ({e}); use wav, flac or ogg") from e
     if audio.shape[0] == 0:
         raise UserError(f"{path.name} contains no audio")
-    return resample(audio.mean(axis=1), file_rate, rate)
+    silenced = silence_nonfinite(audio)
+    if silenced:
+        log.warning("%s: %d NaN or infinite samples read as silence", path.name, silenced)
+    return resample(audio.mean(axis=1), file_rate, rate), silenced
 
 
 @contextmanager
@@ -62,6 +76,56 @@ def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+class WavWriter:
+    """A 16-bit mono wav written frame by frame into a temporary file beside `path`, renamed
+    into place by `close`: memory stays flat however long the audio, and a failure leaves no
+    partial file (`abort`, or any write error, removes it and says which path and why)."""
+
+    def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise UserError(f"output folder does not exist: {self.path.parent}")
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".wav", dir=self.path.parent
+            )
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._file = soundfile.SoundFile(tmp, "w", rate, 1, "PCM_16", format="WAV")
+        except (OSError, soundfile.LibsndfileError) as e:
+            self.abort()
+            raise self._error(e) from e
+
+    def write(self, pcm: np.ndarray) -> None:
+        try:
+            self._file.write(np.clip(pcm, -1.0, 1.0))
+        except (OSError, soundfile.LibsndfileError) as e:
+            self.abort()
+            raise self._error(e) from e
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except (OSError, soundfile.LibsndfileError) as e:
+            self.abort()
+            raise self._error(e) from e
+
+    def abort(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None and not file.closed:
+            try:
+                file.close()
+            except (OSError, soundfile.LibsndfileError):
+                pass
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+    def _error(self, e: Exception) -> UserError:
+        return UserError(f"cannot write {self.path}: {getattr(e, 'strerror', None) or e}")
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 
 from ..errors import UserError
-from .files import read_audio, write_wav
+from .files import WavWriter, load_audio, write_wav
 from .interface import AudioIO, AudioStats, mono
 
 
@@ -64,7 +64,7 @@ class FileAudio(AudioIO):
         self.output_path = Path(output_path) if output_path is not None else None
         if self.output_path is not None and not self.output_path.parent.is_dir():
             raise UserError(f"output folder does not exist: {self.output_path.parent}")
-        audio = read_audio(input_path)
+        audio, self._silenced = load_audio(input_path)
         self.realtime = realtime
         self.frame_count = math.ceil(len(audio) / FRAME_SIZE) + math.ceil(
             trailing_silence * SAMPLE_RATE / FRAME_SIZE
@@ -73,7 +73,8 @@ class FileAudio(AudioIO):
         self._audio[: len(audio)] = audio
         self._index = 0
         self._pacer = _Pacer()
-        self._written: list[np.ndarray] = []
+        self._written = 0
+        self._writer: WavWriter | None = None
         self._saved = False
 
     @property
@@ -88,11 +89,11 @@ class FileAudio(AudioIO):
         if self.output_path is None or self._saved:
             return
         self._saved = True
-        voice = np.concatenate(self._written) if self._written else np.zeros(0, np.float32)
-        try:
-            write_wav(self.output_path, voice)
-        except OSError as e:
-            raise UserError(f"cannot write {self.output_path}: {e.strerror or e}") from e
+        writer, self._writer = self._writer, None
+        if writer is None:  # Moshi said nothing: an empty wav
+            write_wav(self.output_path, np.zeros(0, np.float32))
+        else:
+            writer.close()
 
     def read_frame(self, timeout: float) -> np.ndarray | None:
         if self.finished or self._pacer.stopped.is_set():
@@ -104,10 +105,19 @@ class FileAudio(AudioIO):
         return self._audio[start : start + FRAME_SIZE].copy()
 
     def write_frame(self, pcm: np.ndarray) -> None:
-        self._written.append(mono(pcm).copy())
+        """Moshi's voice goes to the output file as it comes (nothing is kept in memory)."""
+        pcm = mono(pcm)
+        self._written += 1
+        if self.output_path is None or self._saved:
+            return
+        if self._writer is None:
+            self._writer = WavWriter(self.output_path)
+        self._writer.write(pcm)
 
     def stats(self) -> AudioStats:
-        return AudioStats(frames_read=self._index, frames_written=len(self._written))
+        return AudioStats(
+            frames_read=self._index, frames_written=self._written, silenced_samples=self._silenced
+        )
 
 
 class SilentAudio(AudioIO):

@@ -33,6 +33,17 @@ class AudioStats:
     device_xruns: int = 0  # over- and underflows PortAudio itself reported
     frames_read: int = 0
     frames_written: int = 0
+    silenced_samples: int = 0  # NaN or infinite input samples, replaced by silence
+
+
+def silence_nonfinite(pcm: np.ndarray) -> int:
+    """Replace NaN and infinite samples of `pcm` by 0, in place; how many there were. Bad
+    samples from a device or a file would otherwise poison the codec's streaming state."""
+    bad = ~np.isfinite(pcm)
+    count = int(np.count_nonzero(bad))
+    if count:
+        pcm[bad] = 0.0
+    return count
 
 
 class AudioIO(abc.ABC):

@@ -175,7 +175,7 @@ class Conversation:
         conv = cls(model=model, settings=settings)
         parent = Path(folder) if folder is not None else recordings_dir()
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             conv.folder = _new_folder(parent, conv.started)
             conv._write_meta()
             conv._files = {
@@ -576,7 +576,9 @@ def _clock() -> float:
 
 
 def _open_append(path: Path) -> BinaryIO:
-    return open(path, "ab", buffering=_WRITE_BUFFER)  # open for the whole conversation
+    """Open for the whole conversation; private to the user (0600), like the folder (0700)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
+    return open(fd, "ab", buffering=_WRITE_BUFFER)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 
 from model.config import FRAME_SECONDS, FRAME_SIZE
 
+from ..audio.interface import silence_nonfinite
 from ..errors import UserError
 from ..logs import SHOWN
 from .compute import Compute
@@ -137,6 +138,10 @@ class Engine:
     def _reset_counters(self) -> None:
         self._timing = _Timing()
         self._dropped_frames = 0
+        self._skipped = 0  # frames to leave as a gap before the next one
+        self._overrun_frames = 0  # frames the input buffer dropped, as counted so far
+        self._silenced = 0
+        self._autosave_reported = False
         self._speaking_hangover = 0
         self._warned_slow = False
 
@@ -228,6 +233,7 @@ class Engine:
         self._ensure_record()
         self.audio = self._open_audio(self._config)
         self.audio.start()
+        self._overrun_frames = self._overrun_frames_now()
         self._set_state(EngineState.RUNNING)
 
     def _ensure_record(self) -> None:
@@ -258,6 +264,8 @@ class Engine:
         self._close_record()
         self._frame = 0
         self._reset_counters()
+        if self.audio is not None:
+            self._overrun_frames = self._overrun_frames_now()
         if self.state in (EngineState.CONNECTING, EngineState.WAITING, EngineState.RUNNING):
             if not self.compute.connected:  # reset() closed the link
                 self._stop_audio()
@@ -303,7 +311,9 @@ class Engine:
     }
 
     def _read(self) -> np.ndarray | None:
-        """The user's next frame, or None (none yet, or the input file ended)."""
+        """The user's next frame, or None (none yet, or the input file ended). Frames skipped on
+        the way (piled up while the model worked, or dropped by a full input buffer) leave a gap
+        of that many frames in the timeline (`_skipped`), which runs by the wall clock."""
         audio = self.audio
         frame = audio.read_frame(timeout=0.2)
         if frame is None:
@@ -315,10 +325,24 @@ class Engine:
             while (newer := audio.read_frame(timeout=0)) is not None:
                 frame = newer
                 self._dropped_frames += 1
+                self._skipped += 1
+            overrun = self._overrun_frames_now()
+            self._skipped += max(0, overrun - self._overrun_frames)
+            self._overrun_frames = overrun
+        self._silenced += silence_nonfinite(frame)  # however the audio came
         return frame
 
+    def _overrun_frames_now(self) -> int:
+        """Whole frames the audio's input buffer has dropped since it opened."""
+        dropped_ms = getattr(self.audio.stats(), "input_dropped_ms", 0.0)
+        return int(dropped_ms / (1000 * FRAME_SECONDS))
+
     def _step(self, frame: np.ndarray) -> None:
+        """One frame: what Moshi hears (silence while muted, or while it speaks in half duplex)
+        is what is computed, drawn and recorded; the captured voice goes no further."""
         audio = self.audio
+        self._frame += self._skipped  # a gap in the timeline
+        self._skipped = 0
         heard = frame
         if self.muted or (self.half_duplex and self._speaking_hangover > 0):
             heard = np.zeros_like(frame)
@@ -335,15 +359,29 @@ class Engine:
 
         now = self._frame * FRAME_SECONDS
         if self.record is not None:
-            self.record.add_frame(self._frame, frame, result.pcm, result.text)
+            self.record.add_frame(self._frame, heard, result.pcm, result.text)
+            self._report_autosave()
         if result.text:
             self._emit(TextPiece(result.text, now))
         moshi = result.pcm if result.pcm is not None else np.zeros(FRAME_SIZE, np.float32)
-        self._emit(AudioBlock(frame, moshi, now))
+        self._emit(AudioBlock(heard, moshi, now))
         self._timing.add({**result.ms, "total": compute_ms})
         self._frame += 1
         if self._frame % _STATS_EVERY == 0:
             self._emit(self._stats(now))
+
+    def _report_autosave(self) -> None:
+        """Say once that the autosave stopped; the conversation goes on in memory."""
+        error = getattr(self.record, "autosave_error", None)
+        if error and not self._autosave_reported:
+            self._autosave_reported = True
+            log.warning("autosave stopped: %s", error, extra=SHOWN)
+            self._emit(
+                Notice(
+                    f"The conversation is no longer saved to disk ({error}). It is kept in "
+                    "memory: export it (File → Export) to keep it."
+                )
+            )
 
     def _stats(self, now: float) -> Stats:
         p50 = self._timing.p50()
@@ -368,6 +406,7 @@ class Engine:
             self.dropped_events,
             now + FRAME_SECONDS,
             remote,
+            self._silenced + getattr(audio_stats, "silenced_samples", 0),
         )
 
     def _warn_if_slow(self, p50: dict[str, float], rtf: float, remote) -> None:
@@ -393,14 +432,15 @@ class Engine:
 
 
 def _describe(error: Exception) -> str:
-    """One line for the user (the traceback is in the log); running out of GPU memory gets
-    advice (a server's errors are UserErrors, which say what they mean)."""
-    first_line = (str(error) or type(error).__name__).splitlines()[0]
-    if not isinstance(error, UserError) and "out of memory" in first_line.lower():
+    """The message for the user, whole (a load error may list one problem a line; the traceback
+    is in the log); running out of GPU memory gets advice first (a server's errors are
+    UserErrors, which say what they mean)."""
+    text = str(error) or type(error).__name__
+    if not isinstance(error, UserError) and "out of memory" in text.splitlines()[0].lower():
         return (
             "The GPU ran out of memory: close other programs using it, or run the model in "
-            f"int8 (--dtype int8). ({first_line})"
+            f"int8 (--dtype int8). ({text})"
         )
     if isinstance(error, UserError):
-        return first_line
-    return f"{type(error).__name__}: {first_line}"
+        return text
+    return f"{type(error).__name__}: {text}"

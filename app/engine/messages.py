@@ -131,8 +131,9 @@ class Stats:
     underruns: int
     overruns: int
     dropped_events: int
-    elapsed: float  # seconds of conversation
+    elapsed: float  # seconds of conversation, by the wall clock (dropped stretches included)
     remote: RemoteStats | None = None  # when Moshi runs on a server: the link's counters
+    silenced_samples: int = 0  # NaN or infinite input samples, heard as silence
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Notice:
 
 @dataclass(frozen=True)
 class ErrorEvent:
-    message: str
+    message: str  # whole: a load error may list several problems, one a line
 
 
 @dataclass(frozen=True)

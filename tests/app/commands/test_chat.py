@@ -86,3 +86,20 @@ def test_chat_argument_errors(tiny_checkpoint, tmp_path, capsys):
         == 1
     )
     assert "cannot export x.docx" in capsys.readouterr().err
+
+
+def test_half_duplex_keeps_no_voice_moshi_did_not_hear(tiny_checkpoint, tmp_path, capsys):
+    """Privacy: while Moshi speaks in half duplex, the user's channel of the export is silence."""
+    _voice(tmp_path / "in.wav", 2.0)
+    export = tmp_path / "x.wav"
+    args = ["chat", "--model", str(tiny_checkpoint), "--input-file", str(tmp_path / "in.wav")]
+    args += ["--trailing-silence", "0", "--half-duplex", "--seed", "1", "--export", str(export)]
+    status = main(args)
+    assert status == 0, capsys.readouterr().err
+    stereo, _ = soundfile.read(export)
+    frames = stereo[: len(stereo) // 1920 * 1920].reshape(-1, 1920, 2)
+    moshi_rms = np.sqrt((frames[:, :, 1] ** 2).mean(axis=1))
+    speaking = np.flatnonzero(moshi_rms[:-1] > 0.01)  # Moshi spoke in frame i: i + 1 is muted
+    assert len(speaking) > 0, "the tiny model never spoke: the test proves nothing"
+    assert not frames[speaking + 1, :, 0].any()
+    assert frames[0, :, 0].any()  # before Moshi speaks, the user's voice is there

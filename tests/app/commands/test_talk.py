@@ -189,3 +189,23 @@ def test_talk_leaves_no_partial_output_when_writing_fails(
     status = main(["talk", str(tmp_path / "in.wav"), str(out), "--model", str(tiny_checkpoint)])
     assert status == 1 and "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_a_stretch_of_nan_is_heard_exactly_as_silence(tiny_checkpoint, tmp_path):
+    """Non-finite samples in a file are silence before resampling: the same answer as zeros."""
+    rate = 16000  # resampled to 24 kHz: the NaNs must not reach the resampler either
+    t = np.arange(int(1.2 * rate)) / rate
+    voice = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    zeros, nans = voice.copy(), voice.copy()
+    zeros[4000:8000] = 0.0
+    nans[4000:8000] = np.nan
+    nans[8000:8003] = [np.inf, -np.inf, np.nan]
+    zeros[8000:8003] = 0.0
+    outputs = []
+    for name, audio in (("zeros", zeros), ("nans", nans)):
+        soundfile.write(tmp_path / f"{name}.wav", audio, rate, subtype="FLOAT")
+        out = tmp_path / f"{name}-out.wav"
+        args = ["talk", str(tmp_path / f"{name}.wav"), str(out), "--model", str(tiny_checkpoint)]
+        assert main([*args, "--greedy", "--trailing-silence", "0.5"]) == 0
+        outputs.append(soundfile.read(out)[0])
+    assert np.array_equal(outputs[0], outputs[1]) and np.abs(outputs[0]).max() > 0

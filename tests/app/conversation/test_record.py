@@ -512,3 +512,22 @@ def test_the_autosave_survives_a_killed_process(tmp_path):
     assert back.pieces == [(_t(i), f" w{i}") for i in range(0, back.frames, 4)][: len(back.pieces)]
     assert len(back.pieces) >= len(range(0, flushed, 4))
     assert [r.complete for r in list_recordings(tmp_path)] == [False]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_a_conversation_is_private_to_the_user(tmp_path):
+    before = os.umask(0o022)  # a usual desktop's umask: files would be 0644
+    try:
+        parent = tmp_path / "conversations"
+        conv = Conversation.create(parent)
+        conv.add_frame(0, np.full(FRAME_SIZE, 0.1, np.float32), None, "hi")
+        conv.close()
+    finally:
+        os.umask(before)
+    assert _mode(parent) == 0o700 and _mode(conv.folder) == 0o700
+    for path in conv.folder.iterdir():
+        assert _mode(path) == 0o600, path.name
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+import soundfile
 
 from app.engine.engine import Engine
 from app.engine.local import LocalCompute
@@ -218,23 +219,65 @@ def test_sampling_change_applies_to_the_next_frame(make_engine):
     assert pipeline.sampling_seen[-1] == SamplingSettings(0.0, 5, 0.3, 7)
 
 
-def test_mute_and_half_duplex_silence_what_moshi_hears_not_the_record(make_engine):
+def test_mute_and_half_duplex_keep_no_voice_moshi_did_not_hear(make_engine):
+    """Privacy: what Moshi does not hear is neither computed, drawn nor recorded."""
     audio, pipeline = QueueAudio(), SpyPipeline(loud=True)
     engine = make_engine(pipeline, audio)
     engine.send(Mute(True))
     engine.send(Start())
     audio.push(_frame(0.3))
-    _wait_for(engine, AudioBlock)
+    block = _wait_for(engine, AudioBlock)[-1]
     assert not pipeline.heard[-1].any()
-    assert engine.records[0].frames[-1][1].max() == pytest.approx(0.3)
+    assert not block.user.any()  # the You lane draws silence
+    assert not engine.records[0].frames[-1][1].any()  # and the record keeps none
 
     engine.send(Mute(False))
     engine.send(SetHalfDuplex(True))
     audio.push(_frame(0.3), _frame(0.3), _frame(0.3))
-    _wait_for(engine, AudioBlock, lambda e: e.time > 0.2)
+    blocks = _wait_for(engine, AudioBlock, lambda e: e.time > 0.2)
     # frame 1: Moshi is not yet speaking, heard; it answers loudly, so frames 2, 3 are muted
     assert pipeline.heard[1].max() == pytest.approx(0.3)
     assert not pipeline.heard[2].any() and not pipeline.heard[3].any()
+    recorded = [user for _, user, _, _ in engine.records[0].frames]
+    assert recorded[1].max() == pytest.approx(0.3)
+    assert not recorded[2].any() and not recorded[3].any()
+    assert not blocks[-1].user.any()
+
+
+def test_non_finite_samples_are_heard_as_silence_and_counted(make_engine):
+    audio, pipeline = QueueAudio(), SpyPipeline()
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    bad = _frame(0.1)
+    bad[:100], bad[100:103] = np.nan, [np.inf, -np.inf, np.nan]
+    audio.push(bad, *[_frame(0.0)] * 4)
+    stats = _wait_for(engine, Stats)[-1]
+    assert np.isfinite(pipeline.heard[0]).all() and not pipeline.heard[0][:103].any()
+    assert pipeline.heard[0][103:].max() == pytest.approx(0.1)
+    assert stats.silenced_samples == 103
+
+
+def test_frames_dropped_while_behind_leave_a_gap_in_the_timeline(make_engine):
+    """Times are wall-clock times: a stretch the engine skipped is a gap, not squeezed out."""
+    entered, gate = threading.Event(), threading.Event()
+
+    class Busy(SpyPipeline):
+        def step(self, pcm):
+            entered.set()
+            gate.wait(10)  # the first frame takes long: the next ones pile up meanwhile
+            return super().step(pcm)
+
+    audio, pipeline = QueueAudio(realtime=True), Busy()
+    engine = make_engine(pipeline, audio)
+    engine.send(Start())
+    audio.push(_frame(0.0))
+    assert entered.wait(10)  # the engine is computing the first frame
+    audio.push(*[_frame(0.1)] * 4)  # three are dropped, the newest is stepped
+    gate.set()
+    _wait_for(engine, AudioBlock)
+    block = _wait_for(engine, AudioBlock)[-1]
+    assert block.time == pytest.approx(4 * 0.08)
+    assert [index for index, *_ in engine.records[0].frames] == [0, 4]
 
 
 def test_a_worker_exception_is_an_event_and_the_engine_starts_again(make_engine):
@@ -373,3 +416,30 @@ def test_a_new_model_is_loaded_on_the_next_start(make_engine):
         assert loaded == ["moshiko", "moshika"] and block.time == 0
     finally:
         engine.close()
+
+
+def test_a_failing_autosave_is_said_once_and_the_conversation_can_still_be_exported(
+    start_engine, tmp_path, monkeypatch
+):
+    from app.conversation import record
+    from app.conversation.record import Conversation
+    from app.engine.messages import Export, Exported
+
+    monkeypatch.setattr(record, "_open_append", lambda path: open("/dev/full", "wb", buffering=16))
+    monkeypatch.setattr(record, "FLUSH_SECONDS", 0.0)
+    audio = QueueAudio()
+    engine = start_engine(
+        lambda config: LocalCompute(SpyPipeline()),
+        lambda config: audio,
+        new_record=lambda: Conversation.create(tmp_path / "autosave"),
+    )
+    engine.send(Start())
+    audio.push(*[_frame(0.1)] * 12)
+    events = _wait_for(engine, AudioBlock, lambda e: e.time > 0.85)
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and "no longer saved to disk" in notices[0].message
+    assert "disk is full" in notices[0].message and "export" in notices[0].message
+    engine.send(Export(str(tmp_path / "elsewhere.wav")))
+    _wait_for(engine, Exported)
+    stereo, _ = soundfile.read(tmp_path / "elsewhere.wav")
+    assert len(stereo) == 12 * FRAME  # nothing lost

@@ -13,17 +13,24 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMainWindow,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -89,6 +96,14 @@ class EngineBridge(QObject):
         ErrorEvent: lambda self, e: self.error.emit(e.message),
         Exported: lambda self, e: self.exported.emit(e.path),
     }
+
+
+def _takes_space(widget: QWidget | None) -> bool:
+    """Whether `widget` has a use of its own for the Space key: a button presses, a text field
+    types a space, a combo box opens."""
+    if isinstance(widget, (QTextEdit, QPlainTextEdit)):
+        return not widget.isReadOnly()
+    return isinstance(widget, (QAbstractButton, QLineEdit, QAbstractSpinBox, QComboBox))
 
 
 class Banner(QFrame):
@@ -195,7 +210,7 @@ class MainWindow(QMainWindow):
         action.setShortcut(QKeySequence(shortcut))
         action.setCheckable(checkable)
         action.triggered.connect(slot)
-        self.addAction(action)  # shortcuts work wherever the focus is in the window
+        self.addAction(action)  # shortcuts work wherever the focus is (Space: see event())
         return action
 
     def _build_actions(self) -> None:
@@ -437,6 +452,20 @@ class MainWindow(QMainWindow):
         from .about_dialog import AboutDialog
 
         AboutDialog(self).exec()
+
+    def event(self, event: QEvent) -> bool:
+        """Space is Start / Stop only where the focus has no use for it: a focused button (Mute,
+        say) takes it, as keyboard users expect, and so does a text field."""
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(event, QKeyEvent)
+            and event.key() == Qt.Key.Key_Space
+            and event.modifiers() == Qt.KeyboardModifier.NoModifier
+            and _takes_space(QApplication.focusWidget())
+        ):
+            event.accept()  # the focused widget gets the key press; the shortcut does not fire
+            return True
+        return super().event(event)
 
     def closeEvent(self, event) -> None:
         self.settings.window_geometry = bytes(self.saveGeometry())

@@ -1,17 +1,18 @@
 """The main window, with a tiny random Moshi and a file standing in for the microphone."""
 
 import json
+import queue
 
 import numpy as np
 import pytest
 import soundfile
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from app.audio.from_file import FileAudio
 from app.conversation.record import Conversation
 from app.engine.engine import Engine
 from app.engine.local import LocalCompute
-from app.engine.messages import EngineState
+from app.engine.messages import EngineState, Start, StateChanged, Stop
 from app.ui.main_window import MainWindow
 from app.ui.settings import Settings
 
@@ -36,6 +37,44 @@ class Backend:
 
     def make_fetch(self, config):
         raise AssertionError("no download expected")
+
+
+class FakeEngine:
+    """Stands in for app.engine.engine.Engine: records the commands it is sent; a test puts the
+    engine's events on `events` and drains them through the window's bridge."""
+
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.sent: list = []
+
+    def start(self):
+        pass
+
+    def send(self, command):
+        self.sent.append(command)
+
+    def close(self):
+        pass
+
+    def commands(self, kind) -> list:
+        return [c for c in self.sent if isinstance(c, kind)]
+
+
+@pytest.fixture
+def fake_window(qtbot, tmp_path):
+    """A window on a FakeEngine; `feed(window, *events)` hands it events as the engine would."""
+    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(FakeEngine(), settings, Backend())
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def feed(window, *events) -> None:
+    for event in events:
+        window.engine.events.put(event)
+    window.bridge.drain()
 
 
 @pytest.fixture
@@ -270,3 +309,20 @@ def test_a_status_message_shows_whole_beside_the_figures(make_window, qtbot):
     assert bar.fontMetrics().horizontalAdvance(message) < room_for_the_message()
     bar.clearMessage()
     assert window.model_label.isVisible()
+
+
+def test_space_presses_the_focused_button_and_starts_from_elsewhere(fake_window, qtbot):
+    window, engine = fake_window, fake_window.engine
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.mute_button.setFocus()
+    qtbot.keyClick(window.mute_button, Qt.Key.Key_Space)
+    assert window.mute_button.isChecked() and engine.commands(Start) == []
+    window.start_button.setFocus()
+    qtbot.keyClick(window.start_button, Qt.Key.Key_Space)
+    assert len(engine.commands(Start)) == 1  # once: the button, not the shortcut as well
+    feed(window, StateChanged(EngineState.RUNNING))
+    window.waveform.setFocus()  # no button or text field has the focus: Space is Start / Stop
+    qtbot.keyClick(window.waveform, Qt.Key.Key_Space)
+    assert len(engine.commands(Stop)) == 1
+    assert window.start_action.shortcut().toString() == "Space"  # as the menu shows it

@@ -275,6 +275,6 @@ def test_the_settings_modules_load_neither_torch_nor_the_model() -> None:
     code = (
         "import sys, app.ui.settings, app.ui.settings_dialog\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model'))\n"
-        f"assert set(loaded) <= {{'model', 'model.config', 'model.files'}}, loaded"
+        "assert set(loaded) <= {'model', 'model.config', 'model.files'}, loaded"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import __version__, logs
+from app import __version__, logs, signals
 from app.commands import bench, chat, devices, doctor, download, selftest, talk
 from app.errors import UserError
 
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handler: Handler | None = getattr(args, "handler", None)
     log_file = logs.setup(verbose=args.verbose)
+    signals.interrupt_on_termination()
     log.info("%s %s: %s", PROG, __version__, " ".join(sys.argv[1:] if argv is None else argv))
     try:
         if handler is None:

@@ -6,12 +6,17 @@ the model here, or talks with a server, as the settings say), and the main windo
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 
 from .audio.devices import audio_devices
 from .engine import local
 from .errors import UserError
+from .signals import terminating_signals
+
+log = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -117,5 +122,23 @@ def check_window() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    app, _window = build_window(argv)
+    app, window = build_window(argv)
+    close_on_signals(app, window)
     return app.exec()
+
+
+def close_on_signals(app, window) -> None:
+    """SIGTERM and SIGHUP (logout, `kill`) close the window as its close button does: the
+    conversation stops and its autosave is finished. Python runs a signal handler only between
+    bytecodes, so a timer wakes it while Qt's loop waits."""
+    from PySide6.QtCore import QTimer
+
+    def close(signum: int, frame: object) -> None:
+        log.info("signal %d: closing the window", signum)
+        window.close()
+
+    for sig in terminating_signals():
+        signal.signal(sig, close)
+    timer = QTimer(app)
+    timer.timeout.connect(lambda: None)
+    timer.start(200)

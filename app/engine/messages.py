@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.config import FRAME_SECONDS
+
 if TYPE_CHECKING:
     from .remote import RemoteStats
     from .run import RunConfig
@@ -149,3 +151,37 @@ class ErrorEvent:
 @dataclass(frozen=True)
 class Exported:
     path: str
+
+
+@dataclass(frozen=True)
+class FallingBehind(Notice):
+    """The conversation is not live: this machine, or the server or the network, is slower than
+    real time. Sent once a conversation in place of a plain Notice (a reader that knows only
+    Notice still shows `message`), with the Stats that showed it. `FallingBehind.of(stats)` makes
+    one; a window that keeps the warning in view words it again from each Stats that follows
+    (`describe`), so its figure stays current."""
+
+    stats: Stats
+
+    @classmethod
+    def of(cls, stats: Stats) -> FallingBehind:
+        return cls(cls.describe(stats), stats)
+
+    @staticmethod
+    def describe(stats: Stats) -> str:
+        if stats.remote is not None:
+            return (
+                f"Moshi's voice arrives late from the server ({stats.remote.missed_ms / 1000:.1f} "
+                "s missed so far): the server or the network is slower than real time."
+            )
+        ms = stats.ms_per_frame.get("total", 0.0)
+        frame_ms = round(1000 * FRAME_SECONDS)
+        if stats.rtf > 1.0:
+            return (
+                f"This machine cannot run Moshi in real time ({ms:.0f} ms for each {frame_ms} ms "
+                "frame): your voice is being skipped. A GPU is needed for a live conversation."
+            )
+        return (
+            f"This machine keeps up again ({ms:.0f} ms for each {frame_ms} ms frame), after "
+            "falling behind real time: some of your voice was skipped."
+        )

@@ -42,6 +42,7 @@ from app.engine.messages import (
     ErrorEvent,
     Export,
     Exported,
+    FallingBehind,
     Mute,
     NewConversation,
     Notice,
@@ -68,6 +69,7 @@ class EngineBridge(QObject):
     audio = Signal(object, object, float)
     stats = Signal(object)
     notice = Signal(str)
+    behind = Signal(object)  # a FallingBehind
     error = Signal(str)
     exported = Signal(str)
 
@@ -93,6 +95,7 @@ class EngineBridge(QObject):
         Stats: lambda self, e: self.stats.emit(e),
         StateChanged: lambda self, e: self.state.emit(e.state),
         Notice: lambda self, e: self.notice.emit(e.message),
+        FallingBehind: lambda self, e: self.behind.emit(e),
         ErrorEvent: lambda self, e: self.error.emit(e.message),
         Exported: lambda self, e: self.exported.emit(e.path),
     }
@@ -138,6 +141,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.engine, self.settings, self.backend = engine, settings, backend
         self.state = EngineState.STOPPED
+        self._state_message = ""  # what the status bar shows for the state, if anything
+        self._behind_shown = False  # the banner shows FallingBehind's warning, kept current
         self.setWindowTitle("Moshi")
         self.setMinimumSize(640, 420)
         self._build_widgets()
@@ -150,6 +155,7 @@ class MainWindow(QMainWindow):
         self.bridge.audio.connect(self.waveform.add_block)
         self.bridge.stats.connect(self.on_stats)
         self.bridge.notice.connect(self.on_notice)
+        self.bridge.behind.connect(self.on_behind)
         self.bridge.error.connect(self.on_error)
         self.bridge.exported.connect(self.on_exported)
         engine.start()
@@ -339,33 +345,51 @@ class MainWindow(QMainWindow):
         self.engine.send(NewConversation())
         self.transcript.clear()
         self.waveform.clear()
-        self.elapsed_label.setText("")
+        self._clear_stats()
+        if self._behind_shown:  # its figure was the old conversation's
+            self.banner.hide()
+            self._behind_shown = False
+
+    def _clear_stats(self) -> None:
+        for label in (self.speed_label, self.latency_label, self.drops_label, self.elapsed_label):
+            label.clear()
+        self.speed_label.setStyleSheet("")
 
     # --- engine events ------------------------------------------------------------------------
 
     @Slot(object)
     def on_state(self, state: EngineState) -> None:
+        """Each state replaces what the last one showed: its status message, the busy bar, and
+        the meters, which fall silent when the audio stops."""
         self.state = state
         self.start_button.setText("&Stop" if state.active else "&Start")
         self.busy.setVisible(state.active and state is not EngineState.RUNNING)
+        if state is not EngineState.RUNNING:
+            self.waveform.silence_meters()
+        bar = self.statusBar()
+        message, timeout = self._describe_state(state)
+        if message:
+            bar.showMessage(message, timeout)
+        elif self._state_message and bar.currentMessage() == self._state_message:
+            bar.clearMessage()  # the last state's message; any other stays its time
+        self._state_message = message
+
+    def _describe_state(self, state: EngineState) -> tuple[str, int]:
+        """The status bar's message for `state` ("" for none) and how long it shows (0: while
+        the state lasts)."""
         remote = self.settings.backend == "remote"
         if state in (EngineState.LOADING, EngineState.CONNECTING) and remote:
-            self.statusBar().showMessage(f"Connecting to {self.settings.server_url}…")
-        elif state is EngineState.WAITING:
-            self.statusBar().showMessage(
-                "The server is busy with another conversation: waiting for a slot…"
-            )
-        elif state is EngineState.LOADING:
-            self.statusBar().showMessage("Loading the model…")
-        elif state is EngineState.RUNNING:
-            self.statusBar().clearMessage()
-            if not self.settings.half_duplex:
-                # Short enough to fit beside the status figures at the window's usual width.
-                self.statusBar().showMessage(
-                    "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
-                )
-        elif state is EngineState.FINISHED:
-            self.statusBar().showMessage("The input ended.", 5000)
+            return f"Connecting to {self.settings.server_url}…", 0
+        if state is EngineState.WAITING:
+            return "The server is busy with another conversation: waiting for a slot…", 0
+        if state is EngineState.LOADING:
+            return "Loading the model…", 0
+        if state is EngineState.RUNNING and not self.settings.half_duplex:
+            # Short enough to fit beside the status figures at the window's usual width.
+            return "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
+        if state is EngineState.FINISHED:
+            return "The input ended.", 5000
+        return "", 0
 
     @Slot(object)
     def on_stats(self, stats) -> None:
@@ -389,13 +413,22 @@ class MainWindow(QMainWindow):
             )
         minutes, seconds = divmod(int(stats.elapsed), 60)
         self.elapsed_label.setText(f"{minutes}:{seconds:02d}")
+        if self._behind_shown and self.banner.isVisible():  # not once dismissed
+            self.banner.show_message(FallingBehind.describe(stats), "warning")
 
     @Slot(str)
     def on_notice(self, message: str) -> None:
+        self._behind_shown = False
         self.banner.show_message(message, "warning")
+
+    @Slot(object)
+    def on_behind(self, event: FallingBehind) -> None:
+        self.banner.show_message(event.message, "warning")
+        self._behind_shown = True
 
     @Slot(str)
     def on_error(self, message: str) -> None:
+        self._behind_shown = False
         self.banner.show_message(f"{message} (details in the log: {log_path()})", "error")
 
     @Slot(str)

@@ -281,11 +281,16 @@ class WaveformView(QWidget):
         """Forget all audio: empty lanes, meters at silence."""
         self._ring = _EnvelopeRing(self._ring.capacity)
         self._carry = np.zeros((len(LANES), 0), np.float32)
-        for meter in self._meters:
-            meter.reset()
         self._first_time = None
         self._shown = self._lag = 0.0
         self._timer.stop()
+        self.silence_meters()
+
+    def silence_meters(self) -> None:
+        """The audio stopped: both meters drop to silence (they run on the audio's clock, so
+        without this they would hold their last level). The waveforms stay."""
+        for meter in self._meters:
+            meter.reset()
         self.update()
 
     def set_window_seconds(self, seconds: float) -> None:

@@ -12,9 +12,20 @@ from app.audio.from_file import FileAudio
 from app.conversation.record import Conversation
 from app.engine.engine import Engine
 from app.engine.local import LocalCompute
-from app.engine.messages import EngineState, Start, StateChanged, Stop
+from app.engine.messages import (
+    AudioBlock,
+    EngineState,
+    ErrorEvent,
+    Exported,
+    FallingBehind,
+    Start,
+    StateChanged,
+    Stats,
+    Stop,
+)
 from app.ui.main_window import MainWindow
 from app.ui.settings import Settings
+from app.ui.waveform import SILENCE_DB
 
 
 @pytest.fixture
@@ -75,6 +86,17 @@ def feed(window, *events) -> None:
     for event in events:
         window.engine.events.put(event)
     window.bridge.drain()
+
+
+def state(name: str) -> StateChanged:
+    return StateChanged(EngineState(name))
+
+
+def stats(total: float = 50.0, elapsed: float = 4.0) -> Stats:
+    return Stats({"total": total}, total / 80, total + 160, 0, 0, 0, 0, elapsed)
+
+
+LOUD = np.full(1920, 0.5, np.float32)
 
 
 @pytest.fixture
@@ -326,3 +348,55 @@ def test_space_presses_the_focused_button_and_starts_from_elsewhere(fake_window,
     qtbot.keyClick(window.waveform, Qt.Key.Key_Space)
     assert len(engine.commands(Stop)) == 1
     assert window.start_action.shortcut().toString() == "Space"  # as the menu shows it
+
+
+def test_a_state_message_goes_with_its_state(fake_window):
+    window, bar = fake_window, fake_window.statusBar()
+    feed(window, state("loading"))
+    assert bar.currentMessage() == "Loading the model…" and window.busy.isVisible()
+    feed(window, ErrorEvent("cannot load the model: model folder not found"), state("error"))
+    assert bar.currentMessage() == "" and not window.busy.isVisible()
+    window.settings.backend = "remote"
+    feed(window, state("connecting"))
+    assert bar.currentMessage().startswith("Connecting to ws://")
+    feed(window, state("stopped"))
+    assert bar.currentMessage() == ""
+    feed(window, Exported("/tmp/talk.txt"), state("error"))  # not a state's message: it stays
+    assert bar.currentMessage() == "Saved /tmp/talk.txt"
+
+
+def test_the_meters_fall_silent_when_the_audio_stops(fake_window):
+    window = fake_window
+    feed(window, state("running"), AudioBlock(LOUD, LOUD, 0.0))
+    assert all(level > -10 for level, peak in window.waveform.levels())
+    feed(window, state("stopped"))
+    assert all(level == peak == SILENCE_DB for level, peak in window.waveform.levels())
+    assert window.waveform.envelopes()[0].max() == 0.5  # the picture of the voices stays
+
+
+def test_the_slow_warning_keeps_its_figure_current(fake_window):
+    window, banner = fake_window, fake_window.banner
+    feed(window, state("running"), FallingBehind.of(stats(total=160.0)))
+    assert banner.isVisible() and "160 ms for each 80 ms frame" in banner.label.text()
+    feed(window, stats(total=120.0))
+    assert "(120 ms for each 80 ms frame)" in banner.label.text()
+    assert "cannot run Moshi in real time" in banner.label.text()
+    feed(window, stats(total=60.0))
+    assert "keeps up again (60 ms" in banner.label.text()
+    banner.hide()  # dismissed: it stays dismissed
+    feed(window, stats(total=200.0))
+    assert not banner.isVisible()
+
+
+def test_a_new_conversation_starts_with_empty_figures(fake_window):
+    window = fake_window
+    feed(window, state("running"), FallingBehind.of(stats(total=160.0, elapsed=65.0)))
+    feed(window, stats(total=160.0, elapsed=65.0))
+    assert window.elapsed_label.text() == "1:05" and "RTF 2.00" in window.speed_label.text()
+    window.new_button.click()
+    for label in (window.speed_label, window.latency_label, window.drops_label):
+        assert label.text() == "" and label.styleSheet() == ""
+    assert window.elapsed_label.text() == ""
+    assert not window.banner.isVisible()  # its figure was the old conversation's
+    feed(window, stats(total=40.0, elapsed=0.4))
+    assert "RTF 0.50" in window.speed_label.text() and not window.banner.isVisible()

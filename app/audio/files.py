@@ -21,7 +21,7 @@ import soxr
 
 from model.config import SAMPLE_RATE
 
-from ..errors import UserError
+from ..errors import UserError, io_reason
 from .interface import silence_nonfinite
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,39 @@ class WavWriter:
             tmp.unlink(missing_ok=True)
 
     def _error(self, e: Exception) -> UserError:
-        return UserError(f"cannot write {self.path}: {getattr(e, 'strerror', None) or e}")
+        return UserError(f"cannot write {self.path}: {io_reason(e)}")
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write mono float audio as 16-bit PCM wav, atomically."""
-    with atomic_output(path, ".wav") as tmp:
-        soundfile.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16")
+    """Write mono float audio as 16-bit PCM wav, atomically; a UserError naming the path and
+    the reason when it cannot be written (no partial file is left)."""
+    try:
+        with atomic_output(path, ".wav") as tmp:
+            soundfile.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16")
+    except (OSError, soundfile.LibsndfileError) as e:
+        raise UserError(f"cannot write {path}: {io_reason(e)}") from e
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically; a UserError naming the path and the reason on failure."""
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(text.encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {io_reason(e)}") from e
+
+
+def check_writable(path: str | Path) -> None:
+    """A UserError now, before any work, if `path` could not be written: its folder is missing,
+    it is a folder, or no file can be made beside it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", dir=path.parent) as probe:
+            probe.write(b"\0")
+            probe.flush()
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {io_reason(e)}") from e

@@ -15,7 +15,7 @@ import numpy as np
 from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 
 from ..errors import UserError
-from .files import WavWriter, load_audio, write_wav
+from .files import WavWriter, check_writable, load_audio, write_wav
 from .interface import AudioIO, AudioStats, mono
 
 
@@ -62,8 +62,8 @@ class FileAudio(AudioIO):
         if trailing_silence < 0:
             raise UserError("the trailing silence must be 0 or more seconds")
         self.output_path = Path(output_path) if output_path is not None else None
-        if self.output_path is not None and not self.output_path.parent.is_dir():
-            raise UserError(f"output folder does not exist: {self.output_path.parent}")
+        if self.output_path is not None:
+            check_writable(self.output_path)
         audio, self._silenced = load_audio(input_path)
         self.realtime = realtime
         self.frame_count = math.ceil(len(audio) / FRAME_SIZE) + math.ceil(

@@ -14,6 +14,7 @@ import queue
 import sys
 from pathlib import Path
 
+from ..audio.files import check_writable
 from ..errors import UserError
 
 
@@ -91,8 +92,7 @@ def _check_exports(paths: list[Path]) -> None:
     for path in paths:
         if path.suffix.lower() not in kinds:
             raise UserError(f"cannot export {path.name}: use one of {', '.join(sorted(kinds))}")
-        if not path.parent.is_dir():
-            raise UserError(f"export folder does not exist: {path.parent}")
+        check_writable(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from model.config import FRAME_SIZE, SAMPLE_RATE
 
-from ..audio.files import atomic_output, read_audio, write_wav
+from ..audio.files import check_writable, read_audio, write_text, write_wav
 from ..errors import UserError
 from .arguments import add_model_arguments, add_sampling_arguments, load_pipeline, sampling_settings
 
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--trailing-silence must be 0 or more seconds")
     sampling = sampling_settings(args)
     for output in (args.output, args.transcript, args.trace):
-        if output is not None and not output.parent.is_dir():
-            raise UserError(f"output folder does not exist: {output.parent}")
+        if output is not None:
+            check_writable(output)  # now, not after the whole conversation is computed
     audio = read_audio(args.input)
     pipeline = load_pipeline(args, sampling)
 
@@ -90,16 +90,11 @@ def run(args: argparse.Namespace) -> int:
             }
         )
 
-    try:
-        write_wav(args.output, np.concatenate(voice) if voice else np.zeros(0, np.float32))
-        if args.transcript:
-            with atomic_output(args.transcript) as tmp:
-                tmp.write_text("".join(text).strip() + "\n", encoding="utf-8")
-        if args.trace:
-            with atomic_output(args.trace) as tmp:
-                tmp.write_text("".join(json.dumps(t) + "\n" for t in trace), encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write the output: {e.strerror or e}") from e
+    write_wav(args.output, np.concatenate(voice) if voice else np.zeros(0, np.float32))
+    if args.transcript:
+        write_text(args.transcript, "".join(text).strip() + "\n")
+    if args.trace:
+        write_text(args.trace, "".join(json.dumps(t) + "\n" for t in trace))
     seconds = len(voice) * FRAME_SIZE / SAMPLE_RATE
     print(f"wrote {seconds:.1f} s of Moshi's voice to {args.output}", file=sys.stderr)
     return 0

@@ -59,7 +59,7 @@ import soundfile
 from model.config import FRAME_SIZE, SAMPLE_RATE
 
 from ..audio.files import atomic_output
-from ..errors import UserError
+from ..errors import UserError, io_reason
 from ..paths import recordings_dir
 
 __all__ = [
@@ -184,7 +184,7 @@ class Conversation:
             }
         except OSError as e:
             conv._close_files()
-            raise UserError(f"cannot save the conversation in {parent}: {_reason(e)}") from e
+            raise UserError(f"cannot save the conversation in {parent}: {io_reason(e)}") from e
         conv._last_flush = _clock()
         return conv
 
@@ -209,7 +209,7 @@ class Conversation:
             n = min(len(user), len(moshi)) // FRAME_SIZE
             pieces = [(i, t) for i, t in _read_pieces(folder / TRANSCRIPT_FILE) if i < n]
         except OSError as e:
-            raise UserError(f"cannot read the conversation in {folder}: {_reason(e)}") from e
+            raise UserError(f"cannot read the conversation in {folder}: {io_reason(e)}") from e
         conv = cls(model=str(meta.get("model", "")), settings=meta.get("settings") or {})
         conv.started = _parse_time(meta.get("started"))
         conv.folder = folder
@@ -355,7 +355,7 @@ class Conversation:
                 else:
                     _write_text(tmp, getattr(self, f"_{kind}")())
         except (OSError, soundfile.LibsndfileError) as e:
-            raise UserError(f"cannot export to {path}: {_reason(e)}") from e
+            raise UserError(f"cannot export to {path}: {io_reason(e)}") from e
         return path
 
     def _txt(self) -> str:
@@ -499,7 +499,7 @@ class Conversation:
 
     def _autosave_failed(self, e: OSError) -> None:
         self.autosave_error = (
-            f"the conversation is no longer saved to {self.folder}: {_reason(e)}; "
+            f"the conversation is no longer saved to {self.folder}: {io_reason(e)}; "
             "export it before closing the app"
         )
         self._close_files()
@@ -657,17 +657,6 @@ def _md_escape(text: str) -> str:
 
 def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError):
-        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-            return "the disk is full; free some space or choose another drive"
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return "permission denied; choose a folder you can write to"
-        if e.strerror:
-            return e.strerror[:1].lower() + e.strerror[1:]
-    return str(e) or type(e).__name__
 
 
 def _settings_dict(settings: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -581,7 +581,7 @@ def test_file_audio_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         FileAudio(tmp_path / "missing.wav")
     write_input(tmp_path / "in.wav", 0.1)
-    with pytest.raises(UserError, match="output folder does not exist"):
+    with pytest.raises(UserError, match="the folder .*nowhere does not exist"):
         FileAudio(tmp_path / "in.wav", tmp_path / "nowhere" / "out.wav")
     with pytest.raises(UserError, match="0 or more"):
         FileAudio(tmp_path / "in.wav", trailing_silence=-1)

@@ -1,6 +1,7 @@
 """`moshi-desktop talk`: a conversation from an audio file, through the real command line."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,14 +182,33 @@ def test_talk_leaves_no_partial_output_when_writing_fails(
 
     soundfile.write(tmp_path / "in.wav", _chirp(0.3)[:, 0], 24000)
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(app.audio.files.soundfile, "write", disk_full)
     out = tmp_path / "out.wav"
-    status = main(["talk", str(tmp_path / "in.wav"), str(out), "--model", str(tiny_checkpoint)])
-    assert status == 1 and "No space left on device" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+    for error in (
+        OSError(28, "No space left on device"),
+        soundfile.LibsndfileError(2, "Error writing: "),  # what libsndfile says on a full disk
+    ):
+
+        def disk_full(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(app.audio.files.soundfile, "write", disk_full)
+        args = ["talk", str(tmp_path / "in.wav"), str(out), "--model", str(tiny_checkpoint)]
+        status = main(args)
+        err = capsys.readouterr().err
+        assert status == 1 and f"cannot write {out}" in err and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+    assert "the disk is full" in err or "Error writing" in err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs a folder no one can write to")
+def test_talk_checks_its_outputs_before_it_computes(tmp_path, capsys):
+    """An output that cannot be written is said at once, before the model loads."""
+    soundfile.write(tmp_path / "in.wav", _chirp(0.3)[:, 0], 24000)
+    for output in ("/proc/answer.wav", str(tmp_path)):
+        args = ["talk", str(tmp_path / "in.wav"), output, "--model", str(tmp_path / "no-model")]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"cannot write {output}" in err and "model" not in err.split(output)[-1]
 
 
 def test_a_stretch_of_nan_is_heard_exactly_as_silence(tiny_checkpoint, tmp_path):

@@ -50,6 +50,23 @@ def build_engine():
     )
 
 
+def saved_model_choice() -> dict[str, str]:
+    """The model the window's settings have chosen: model, revision, device, dtype (those set);
+    empty where Qt cannot be loaded. For `doctor` without --model."""
+    try:
+        from .ui.settings import Settings
+    except ImportError:
+        return {}
+    s = Settings()
+    chosen = {
+        "model": s.model_source,
+        "revision": s.model_revision,
+        "device": s.compute_device,
+        "dtype": s.dtype,
+    }
+    return {key: value for key, value in chosen.items() if value}
+
+
 def has_display() -> bool:
     """Whether Qt can open a window here: on Linux it needs X11, Wayland or a platform chosen
     with QT_QPA_PLATFORM (offscreen, for one)."""

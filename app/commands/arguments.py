@@ -4,8 +4,11 @@ sampling), and finding and loading the model with a progress bar on the terminal
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
+from model.config import LMConfig
 from model.files import DEFAULT_REPO, DEVICES, DTYPES, WEIGHTS_LICENCE
 
 from ..errors import UserError
@@ -32,13 +35,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="auto",
         choices=DEVICES,
-        help="where the model runs (auto: CUDA, then MPS, then CPU)",
+        help="where the model runs (auto, the default: CUDA, then MPS, then CPU)",
     )
     parser.add_argument(
         "--dtype",
         default="auto",
         choices=DTYPES,
-        help="the LM's dtype (auto: bfloat16 on a GPU, float32 on the CPU); int8: int8 "
+        help="the LM's dtype (auto, the default: bfloat16 on a GPU, float32 on the CPU); int8: int8 "
         "weight-only linears, about half the memory of bfloat16, the rest at the auto dtype. "
         "A -q8 model is int8 whatever this says (a float dtype then applies to the rest). "
         "Mimi always runs in float32",
@@ -51,33 +54,69 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def number_in(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
+    """An argparse `type`: a number of `kind` (int or float) from `low` to `high`; anything
+    else is a usage error (exit 2) with argparse's message."""
+    what = "a whole number" if kind is int else "a number"
+    span = f"from {low:g} to {high:g}" if high is not None else f"of {low:g} or more"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} {span}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what} {span}")
+        return value
+
+    return parse
+
+
+SECONDS = number_in(float, 0)
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    vocabulary, codebook = LMConfig().text_card, LMConfig().card  # Moshi's
+    temperature = number_in(float, 0, 10)
     parser.add_argument(
-        "--temperature", type=float, default=0.8, help="audio sampling temperature (0: greedy)"
+        "--temperature",
+        type=temperature,
+        default=0.8,
+        help="audio sampling temperature, 0 to 10 (0: greedy; default %(default)s)",
     )
     parser.add_argument(
-        "--text-temperature", type=float, default=0.7, help="text sampling temperature (0: greedy)"
+        "--text-temperature",
+        type=temperature,
+        default=0.7,
+        help="text sampling temperature, 0 to 10 (0: greedy; default %(default)s)",
     )
-    parser.add_argument("--top-k", type=int, default=250, help="audio top-k (0: all tokens)")
-    parser.add_argument("--text-top-k", type=int, default=25, help="text top-k (0: all tokens)")
+    parser.add_argument(
+        "--top-k",
+        type=number_in(int, 0, codebook),
+        default=250,
+        help=f"audio top-k, 0 to {codebook} (0: all tokens; default %(default)s)",
+    )
+    parser.add_argument(
+        "--text-top-k",
+        type=number_in(int, 0, vocabulary),
+        default=25,
+        help=f"text top-k, 0 to {vocabulary} (0: all tokens; default %(default)s)",
+    )
     parser.add_argument(
         "--greedy", action="store_true", help="always take the most likely token (deterministic)"
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-
-
-def check_sampling(args: argparse.Namespace) -> None:
-    """UserError unless every sampling flag is 0 or more."""
-    for name in ("temperature", "text_temperature", "top_k", "text_top_k"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+    parser.add_argument(
+        "--seed",
+        type=number_in(int, 0, 2**63 - 1),
+        default=None,
+        help="random seed for sampling, 0 or more (default: a random one)",
+    )
 
 
 def sampling_settings(args: argparse.Namespace):
-    """The model's sampling settings from --temperature, --top-k, ...; UserError if one is below 0."""
+    """The model's sampling settings from --temperature, --top-k, ... (argparse checked them)."""
     from model.generate import SamplingSettings
 
-    check_sampling(args)
     return SamplingSettings(
         temperature=args.temperature,
         top_k=args.top_k,

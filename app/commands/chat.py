@@ -19,7 +19,7 @@ from ..errors import UserError
 
 
 def register(subparsers) -> None:
-    from .arguments import add_model_arguments, add_sampling_arguments
+    from .arguments import SECONDS, add_model_arguments, add_sampling_arguments
 
     parser = subparsers.add_parser(
         "chat",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--trailing-silence",
-        type=float,
+        type=SECONDS,
         default=5.0,
         metavar="SECONDS",
         help="with --input-file: silence after it so Moshi can answer (default 5)",
@@ -140,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 case Stats() as stats:
                     status.show(stats)
                 case Notice(message=message):
-                    status.end_line()
-                    print(message, file=sys.stderr)
+                    status.say(message)
                 case ErrorEvent(message=message):
                     failed = message
                     break
@@ -198,7 +197,7 @@ def _say(state, args: argparse.Namespace, server: str) -> None:
 def _compute(args: argparse.Namespace):
     """What computes Moshi's frames, what the record calls it, and the sampling settings: the
     model (loaded on the engine thread) or a session with `--server`."""
-    from .arguments import check_sampling, load_pipeline, sampling_settings
+    from .arguments import load_pipeline, sampling_settings
 
     if args.server is None:
         from ..engine.local import LocalCompute
@@ -213,7 +212,6 @@ def _compute(args: argparse.Namespace):
     from ..engine.messages import SetSampling
     from ..engine.remote import RemoteSession, server_url
 
-    check_sampling(args)
     url = server_url(args.server)
     greedy = getattr(args, "greedy", False)
     sampling = SetSampling(
@@ -233,24 +231,34 @@ def _next_event(engine, timeout: float):
 
 
 class StatusLine:
-    """Stats on a line of their own on stderr, every 10 s of conversation, when it is a terminal."""
+    """Moshi's monologue on stdout as it comes; stats every 10 s of conversation (when stderr is a
+    terminal) and notices on lines of their own on stderr, held until the monologue reaches the
+    end of a word, so that no word is split."""
 
     def __init__(self, every: float = 10.0) -> None:
         self.active = sys.stderr.isatty()
         self.every, self.next_at = every, every
         self.mid_line = False  # the transcript's current line is not finished
+        self.pending: list[str] = []  # lines for stderr, waiting for the end of a word
 
     def text(self, piece: str) -> None:
+        if self.pending and piece[:1].isspace():  # a new word: the held lines go first
+            self.end_line()
+            piece = piece.lstrip()
         print(piece, end="", flush=True)
         self.mid_line = True
+
+    def say(self, line: str) -> None:
+        """A line on stderr, now or at the end of the word being written."""
+        if self.mid_line:
+            self.pending.append(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def show(self, stats) -> None:
         if not self.active or stats.elapsed < self.next_at:
             return
         self.next_at = stats.elapsed + self.every
-        if self.mid_line:
-            print(flush=True)
-            self.mid_line = False
         remote = stats.remote
         if remote is None:
             speed = f"{stats.ms_per_frame.get('total', 0):.0f} ms/frame, RTF {stats.rtf:.2f}"
@@ -259,14 +267,19 @@ class StatusLine:
                 f"RTT {remote.rtt_ms:.0f} ms, buffer {remote.buffer_ms:.0f} ms, missed "
                 f"{remote.missed_ms / 1000:.1f} s, reconnects {remote.reconnects}"
             )
-        print(
+        silenced = (
+            f", silenced {stats.silenced_samples} bad samples" if stats.silenced_samples else ""
+        )
+        self.say(
             f"[{stats.elapsed:.0f} s: {speed}, latency {stats.latency_ms:.0f} ms, dropped "
-            f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}]",
-            file=sys.stderr,
-            flush=True,
+            f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}{silenced}]"
         )
 
     def end_line(self) -> None:
+        """Finish the monologue's line and write the held lines."""
         if self.mid_line:
             print(flush=True)
             self.mid_line = False
+        for line in self.pending:
+            print(line, file=sys.stderr, flush=True)
+        self.pending.clear()

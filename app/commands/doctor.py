@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.config import SAMPLE_RATE
-from model.files import FAIL, OK, WARN
+from model.files import DEFAULT_REPO, FAIL, OK, WARN
 
 from ..logs import log_path
 from .arguments import add_model_arguments
@@ -46,10 +46,14 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0].removeprefix("`moshi-desktop doctor`: "),
     )
     add_model_arguments(parser)
+    for action in parser._actions:  # without --model: the model chosen in the window's settings
+        if action.dest in ("model", "device", "dtype"):
+            action.default = None
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    _from_settings(args)
     sections = [check_model(args), check_machine()]
     print(format_sections(sections))
     failures = sum(level == FAIL for s in sections for level, _ in s.checks)
@@ -60,6 +64,21 @@ def run(args: argparse.Namespace) -> int:
     note = f" ({warnings} warning(s))" if warnings else ""
     print(f"\nThe model can run here{note}.")
     return 0
+
+
+def _from_settings(args: argparse.Namespace) -> None:
+    """Fill what the command line left out (--model, --revision, --device, --dtype) with what the
+    window's settings say, or the defaults where there are none (no Qt to read them with)."""
+    chosen = {}
+    if None in (args.model, args.device, args.dtype):
+        from ..gui import saved_model_choice
+
+        chosen = saved_model_choice()
+    if args.model is None:
+        args.model = chosen.get("model", DEFAULT_REPO)
+        args.revision = args.revision or chosen.get("revision")
+    args.device = args.device or chosen.get("device", "auto")
+    args.dtype = args.dtype or chosen.get("dtype", "auto")
 
 
 def format_sections(sections: list[Section]) -> str:

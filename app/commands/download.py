@@ -34,7 +34,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if not is_repo_id(args.model):
         raise UserError(f"{args.model} is not a Hugging Face repository id (owner/name)")
-    files = locate(args)
+    try:
+        files = locate(args)
+    except UserError as e:  # not "run `moshi-desktop download`": that is this command
+        raise UserError(
+            str(e).replace(f"run `moshi-desktop download --model {args.model}`", "run it again")
+        ) from e
     size = sum(p.stat().st_size for p in (files.lm_weights, files.mimi_weights, files.tokenizer))
     print(f"{args.model}: {size / 1e9:.2f} GB in {files.folder}")
     return 0

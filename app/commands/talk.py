@@ -20,8 +20,13 @@ import numpy as np
 from model.config import FRAME_SIZE, SAMPLE_RATE
 
 from ..audio.files import check_writable, read_audio, write_text, write_wav
-from ..errors import UserError
-from .arguments import add_model_arguments, add_sampling_arguments, load_pipeline, sampling_settings
+from .arguments import (
+    SECONDS,
+    add_model_arguments,
+    add_sampling_arguments,
+    load_pipeline,
+    sampling_settings,
+)
 
 
 def register(subparsers) -> None:
@@ -44,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--transcript", type=Path, help="write Moshi's inner monologue as text")
     parser.add_argument(
         "--trailing-silence",
-        type=float,
+        type=SECONDS,
         default=5.0,
         metavar="SECONDS",
         help="silence to step through after the input so Moshi can answer (default 5)",
@@ -53,8 +58,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.trailing_silence < 0:
-        raise UserError("--trailing-silence must be 0 or more seconds")
     sampling = sampling_settings(args)
     for output in (args.output, args.transcript, args.trace):
         if output is not None:

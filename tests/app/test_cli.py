@@ -1,6 +1,7 @@
 """Tests for app/cli.py: the `moshi-desktop` command line."""
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -91,3 +92,71 @@ def _add_fake(name: str, outcome: int | Exception) -> Callable[[Any], None]:
         subparsers.add_parser(name).set_defaults(handler=run)
 
     return register
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["talk", "in.wav", "out.wav", "--temperature", "-3"], "--temperature"),
+        (["talk", "in.wav", "out.wav", "--temperature", "nan"], "--temperature"),
+        (["talk", "in.wav", "out.wav", "--trailing-silence", "-1"], "--trailing-silence"),
+        (["talk", "in.wav", "out.wav", "--top-k", "5000"], "--top-k"),
+        (["chat", "--text-top-k", "40000"], "--text-top-k"),
+        (["chat", "--text-top-k", "abc-5"], "--text-top-k"),
+        (["chat", "--seed", "-7"], "--seed"),
+        (["chat", "--trailing-silence", "-1"], "--trailing-silence"),
+    ],
+)
+def test_wrong_values_are_usage_errors(argv, flag, capsys) -> None:
+    """Exit 2 with argparse's message, before anything is read or loaded."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and f"argument {flag}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["talk", "chat"])
+def test_help_shows_each_default(command, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at hyphens otherwise
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("default 0.8", "default 0.7", "default 250", "default 25", "default 5"):
+        assert default in out, default
+    assert "kyutai/moshiko-pytorch-bf16" in out and "auto, the default" in out
+
+
+def test_download_offline_does_not_suggest_download(capsys) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests/conftest.py
+    assert cli.main(["download", "--model", "kyutai/not-in-the-cache"]) == 1
+    err = capsys.readouterr().err
+    assert "not in the cache" in err and "moshi-desktop download" not in err
+    assert "run it again" in err
+
+
+def test_doctor_without_model_checks_the_windows_choice(tiny_checkpoint, capsys) -> None:
+    from app.ui.settings import Settings
+
+    settings = Settings()  # the user's, in the tests' own config folder (tests/conftest.py)
+    before = settings.model_source
+    settings.model_source = str(tiny_checkpoint)
+    settings.qsettings.sync()
+    try:
+        assert cli.main(["doctor"]) in (0, 1)
+    finally:
+        settings.model_source = before
+        settings.qsettings.sync()
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"Model  {tiny_checkpoint}"
+
+
+def test_a_notice_in_chat_waits_for_the_end_of_a_word(capsys) -> None:
+    from app.commands.chat import StatusLine
+
+    status = StatusLine()
+    status.text(" Hel")
+    status.say("This machine cannot run Moshi in real time.")
+    status.text("lo")
+    assert capsys.readouterr() == (" Hello", "")  # nothing on stderr yet: the word goes on
+    status.text(" world")
+    out, err = capsys.readouterr()
+    assert out == "\nworld" and err == "This machine cannot run Moshi in real time.\n"

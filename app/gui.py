@@ -139,6 +139,11 @@ def check_window() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .gui_check import advice, missing_libraries, uses_xcb
+
+    libraries = missing_libraries() if has_display() and uses_xcb() else []
+    if libraries:  # Qt would abort the process with a core dump
+        raise UserError(advice(libraries))
     app, window = build_window(argv)
     close_on_signals(app, window)
     return app.exec()

@@ -254,7 +254,24 @@ def check_machine() -> Section:
     section.add(OK, f"log file: {log_path()}")
     _check_torch(section)
     _check_audio(section)
+    _check_window(section)
     return section
+
+
+def _check_window(section: Section) -> None:
+    """Whether Qt can open the window: its X11 plugin's libraries, then (with a display) a
+    window opened and closed in a child process, since Qt aborts the process it fails in."""
+    from ..gui import has_display
+    from ..gui_check import advice, missing_libraries, probe_window, uses_xcb
+
+    libraries = missing_libraries() if uses_xcb() else []
+    if libraries:  # the window would abort; on a machine without a display, only one day
+        section.add(FAIL if has_display() else WARN, advice(libraries))
+    elif not has_display():
+        section.add(OK, "window: Qt's libraries are here (no display to open it on now)")
+    else:
+        opened, said = probe_window()
+        section.add(OK if opened else FAIL, f"window: {said}")
 
 
 def _check_torch(section: Section) -> None:

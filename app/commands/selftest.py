@@ -188,4 +188,7 @@ def check_window(skip: bool = False) -> tuple[str, str]:
 
     if not gui.has_display():
         return SKIP, "no display: set QT_QPA_PLATFORM=offscreen to open it offscreen"
-    return OK, gui.check_window()
+    from ..gui_check import probe_window
+
+    opened, said = probe_window()  # in a child process: Qt may abort the one it runs in
+    return (OK if opened else FAIL), said

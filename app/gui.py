@@ -46,7 +46,9 @@ def build_engine():
     return Engine(
         open_compute,
         open_audio,
-        new_record=lambda: Conversation.create(recordings_dir()),
+        new_record=lambda model, settings: Conversation.create(
+            recordings_dir(), model=model, settings=settings
+        ),
     )
 
 

@@ -121,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     def open_audio(config):
         return next(audios, None) or _open_audio(args)
 
-    def new_record():
-        return Conversation.create(recordings_dir(), model=model, settings=vars(sampling))
+    def new_record(_model: str, about: dict):
+        """chat knows its model and sampling better than the engine (which has no RunConfig)."""
+        settings = {**about, **vars(args_about(args)), **vars(sampling)}
+        return Conversation.create(recordings_dir(), model=model, settings=settings)
 
     engine = Engine(load, open_audio, new_record=new_record)
     engine.start()
@@ -170,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise UserError(failed)
     return 0
+
+
+def args_about(args: argparse.Namespace) -> argparse.Namespace:
+    """What of the command line describes the run, for the record."""
+    keys = ("revision", "device", "dtype", "seed", "half_duplex")
+    return argparse.Namespace(**{k: getattr(args, k, None) for k in keys})
 
 
 def _say(state, args: argparse.Namespace, server: str) -> None:

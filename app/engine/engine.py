@@ -20,6 +20,7 @@ started again (a lost connection is connected again, and the conversation goes o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -83,7 +84,7 @@ class Engine:
         open_compute: Callable[[RunConfig], Compute],
         open_audio: Callable[[RunConfig], object],  # -> an app.audio.interface.AudioIO
         *,
-        new_record: Callable[[], object] | None = None,
+        new_record: Callable[[str, dict], object] | None = None,  # (model, settings) -> record
         max_events: int = 500,
     ):
         self._open_compute = open_compute
@@ -239,7 +240,24 @@ class Engine:
     def _ensure_record(self) -> None:
         """A record once the conversation runs (a server that cannot be reached leaves none)."""
         if self.record is None and self._new_record is not None:
-            self.record = self._new_record()
+            self.record = self._new_record(*self._about())
+
+    def _about(self) -> tuple[str, dict]:
+        """What made this conversation, for its record and every export: the model (or the
+        server), where and how it ran, the sampling settings, the seed and the app's version."""
+        from .. import __version__
+
+        config, sampling = self._config, self._sampling
+        settings: dict = {}
+        if config is not None:
+            settings.update(
+                revision=config.revision, device=config.device, dtype=config.dtype, seed=config.seed
+            )
+        if sampling is not None:
+            settings.update(dataclasses.asdict(sampling))
+        settings["app_version"] = __version__
+        model = "" if config is None else (config.server or config.model)
+        return model, settings
 
     def _on_export(self, command: Export) -> None:
         """A failed export is reported and changes nothing else: the record stays."""

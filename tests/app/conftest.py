@@ -93,7 +93,7 @@ def start_engine():
     def start(load, open_audio, new_record=None):
         records = []
 
-        def record():
+        def record(model="", settings=None):
             records.append(new_record())
             return records[-1]
 

@@ -431,7 +431,7 @@ def test_a_failing_autosave_is_said_once_and_the_conversation_can_still_be_expor
     engine = start_engine(
         lambda config: LocalCompute(SpyPipeline()),
         lambda config: audio,
-        new_record=lambda: Conversation.create(tmp_path / "autosave"),
+        new_record=lambda *about: Conversation.create(tmp_path / "autosave"),
     )
     engine.send(Start())
     audio.push(*[_frame(0.1)] * 12)
@@ -443,3 +443,42 @@ def test_a_failing_autosave_is_said_once_and_the_conversation_can_still_be_expor
     _wait_for(engine, Exported)
     stereo, _ = soundfile.read(tmp_path / "elsewhere.wav")
     assert len(stereo) == 12 * FRAME  # nothing lost
+
+
+def test_the_record_names_the_model_and_how_it_ran(tmp_path):
+    """Every export says what made it: model, revision, device, dtype, sampling, seed, version."""
+    import json
+
+    import app
+    from app.conversation.record import Conversation
+    from app.engine.run import RunConfig
+
+    audio = QueueAudio()
+    engine = Engine(
+        lambda config: LocalCompute(SpyPipeline()),
+        lambda config: audio,
+        new_record=lambda model, settings: Conversation(model=model, settings=settings),
+    )
+    engine.start()
+    try:
+        engine.send(SetSampling(temperature=0.5, top_k=9, text_temperature=0.6, text_top_k=4))
+        config = RunConfig(model="kyutai/moshika-pytorch-bf16", revision="v1", device="cpu")
+        engine.send(Start(RunConfig(**{**vars(config), "dtype": "float32", "seed": 7})))
+        audio.push(_frame(0.1), _frame(0.1))
+        _wait_for(engine, AudioBlock, lambda e: e.time > 0)
+        engine.record.export(tmp_path / "talk.json")
+    finally:
+        engine.close()
+    exported = json.loads((tmp_path / "talk.json").read_text())
+    assert exported["model"] == "kyutai/moshika-pytorch-bf16"
+    assert exported["settings"] == {
+        "revision": "v1",
+        "device": "cpu",
+        "dtype": "float32",
+        "seed": 7,
+        "temperature": 0.5,
+        "top_k": 9,
+        "text_temperature": 0.6,
+        "text_top_k": 4,
+        "app_version": app.__version__,
+    }

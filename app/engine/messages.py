@@ -185,3 +185,13 @@ class FallingBehind(Notice):
             f"This machine keeps up again ({ms:.0f} ms for each {frame_ms} ms frame), after "
             "falling behind real time: some of your voice was skipped."
         )
+
+
+@dataclass(frozen=True)
+class Autosave:
+    """Where the conversation is saved as it goes. Sent when the engine makes a conversation's
+    record (as the conversation starts running, and again after NewConversation while it runs):
+    `folder` is its autosave folder, or None when the record is kept in memory only. Sent again
+    with `folder` None when the autosave stops (the Notice that says so gives the reason)."""
+
+    folder: str | None

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -38,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.messages import (
     AudioBlock,
+    Autosave,
     EngineState,
     ErrorEvent,
     Export,
@@ -60,6 +62,17 @@ from .settings_dialog import SettingsDialog
 from .transcript import TranscriptView
 from .waveform import WaveformView
 
+# What each export writes: the file dialog's filter names and the suffix that picks the format.
+TRANSCRIPT_FORMATS = (
+    ("Text", ".txt"),
+    ("Markdown", ".md"),
+    ("JSON", ".json"),
+    ("Subtitles SRT", ".srt"),
+    ("WebVTT", ".vtt"),
+)
+AUDIO_FORMATS = (("Stereo WAV: you left, Moshi right", ".wav"),)
+EXPORT_NAME = "moshi-conversation"
+
 
 class EngineBridge(QObject):
     """Drains the engine's event queue on the GUI thread and re-emits each event as a signal."""
@@ -72,6 +85,7 @@ class EngineBridge(QObject):
     behind = Signal(object)  # a FallingBehind
     error = Signal(str)
     exported = Signal(str)
+    autosave = Signal(object)  # the folder (str), or None: not saved
 
     def __init__(self, events: queue.Queue, parent: QObject | None = None, interval_ms: int = 30):
         super().__init__(parent)
@@ -98,6 +112,7 @@ class EngineBridge(QObject):
         FallingBehind: lambda self, e: self.behind.emit(e),
         ErrorEvent: lambda self, e: self.error.emit(e.message),
         Exported: lambda self, e: self.exported.emit(e.path),
+        Autosave: lambda self, e: self.autosave.emit(e.folder),
     }
 
 
@@ -143,6 +158,8 @@ class MainWindow(QMainWindow):
         self.state = EngineState.STOPPED
         self._state_message = ""  # what the status bar shows for the state, if anything
         self._behind_shown = False  # the banner shows FallingBehind's warning, kept current
+        self._has_conversation = False  # something was heard or said since the last New
+        self._saved_in: str | None = None  # where the conversation is autosaved, if it is
         self.setWindowTitle("Moshi")
         self.setMinimumSize(640, 420)
         self._build_widgets()
@@ -153,11 +170,14 @@ class MainWindow(QMainWindow):
         self.bridge.state.connect(self.on_state)
         self.bridge.text.connect(self.transcript.add_piece)
         self.bridge.audio.connect(self.waveform.add_block)
+        self.bridge.text.connect(self._heard)
+        self.bridge.audio.connect(self._heard)
         self.bridge.stats.connect(self.on_stats)
         self.bridge.notice.connect(self.on_notice)
         self.bridge.behind.connect(self.on_behind)
         self.bridge.error.connect(self.on_error)
         self.bridge.exported.connect(self.on_exported)
+        self.bridge.autosave.connect(self.on_autosave)
         engine.start()
         engine.send(settings.sampling_command())
         engine.send(SetHalfDuplex(settings.half_duplex))
@@ -166,6 +186,7 @@ class MainWindow(QMainWindow):
         else:
             self.resize(980, 640)
         self.on_state(EngineState.STOPPED)
+        self._set_has_conversation(False)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -342,13 +363,55 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def new_conversation(self) -> None:
-        self.engine.send(NewConversation())
+        """Forget the conversation. One that is saved says where; one that is not (kept in
+        memory only) is offered for export first."""
+        saved_in = self._saved_in if self._has_conversation else None
+        if self._has_conversation and saved_in is None:
+            answer = self.ask_unsaved()
+            if answer == "cancel" or (answer == "export" and not self.export_transcript()):
+                return
+        self.engine.send(NewConversation())  # after an Export: the engine keeps the order
         self.transcript.clear()
         self.waveform.clear()
         self._clear_stats()
         if self._behind_shown:  # its figure was the old conversation's
             self.banner.hide()
             self._behind_shown = False
+        self._saved_in = None  # the engine says where the next one goes
+        self._set_has_conversation(False)
+        if saved_in is not None:
+            self.statusBar().showMessage(f"The last conversation is saved in {saved_in}.", 10000)
+
+    def ask_unsaved(self) -> str:
+        """Whether to "export" the conversation that is not saved, "discard" it, or "cancel";
+        tests replace this method."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "New conversation",
+            "This conversation is not saved.",
+            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setInformativeText("Export its transcript before starting a new one?")
+        export = box.addButton("&Export…", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(export)
+        box.exec()
+        if box.clickedButton() is export:
+            return "export"
+        if box.clickedButton() is box.button(QMessageBox.StandardButton.Discard):
+            return "discard"
+        return "cancel"
+
+    @Slot()
+    def _heard(self) -> None:
+        if not self._has_conversation:
+            self._set_has_conversation(True)
+
+    def _set_has_conversation(self, has: bool) -> None:
+        """Export needs something to export."""
+        self._has_conversation = has
+        self.export_action.setEnabled(has)
+        self.audio_action.setEnabled(has)
 
     def _clear_stats(self) -> None:
         for label in (self.speed_label, self.latency_label, self.drops_label, self.elapsed_label):
@@ -431,42 +494,55 @@ class MainWindow(QMainWindow):
         self._behind_shown = False
         self.banner.show_message(f"{message} (details in the log: {log_path()})", "error")
 
+    @Slot(object)
+    def on_autosave(self, folder: str | None) -> None:
+        self._saved_in = folder
+
     @Slot(str)
     def on_exported(self, path: str) -> None:
         self.statusBar().showMessage(f"Saved {path}", 5000)
 
     # --- export, settings, about --------------------------------------------------------------
 
-    def ask_save_path(self, title: str, filters: str, suggested: str) -> str | None:
-        """The file dialog; tests replace this method."""
+    def ask_save_path(self, title: str, filters: str, suggested: str) -> tuple[str, str] | None:
+        """The file dialog: the path typed and the filter chosen, or None when cancelled;
+        tests replace this method."""
         folder = self.settings.last_export_folder or Path.home()
-        path, _ = QFileDialog.getSaveFileName(self, title, str(folder / suggested), filters)
-        return path or None
+        path, chosen = QFileDialog.getSaveFileName(self, title, str(folder / suggested), filters)
+        return (path, chosen) if path else None
 
-    def _export(self, title: str, filters: str, suggested: str) -> None:
-        path = self.ask_save_path(title, filters, suggested)
-        if path is None:
-            return
-        if not Path(path).suffix:
-            path += "." + suggested.rsplit(".", 1)[-1]
+    def ask_replace(self, path: str) -> bool:
+        """Whether to replace `path`, which exists; tests replace this method."""
+        answer = QMessageBox.question(
+            self, "Replace the file?", f"{path} already exists. Replace it?"
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _export(self, title: str, formats: tuple[tuple[str, str], ...]) -> bool:
+        """Ask where, and send the export; True once sent. The chosen filter decides the format:
+        its suffix is added to a name that does not end with it."""
+        suffixes = {f"{name} (*{suffix})": suffix for name, suffix in formats}
+        first = formats[0][1]
+        answer = self.ask_save_path(title, ";;".join(suffixes), EXPORT_NAME + first)
+        if answer is None:
+            return False
+        path, chosen = answer
+        suffix = suffixes.get(chosen, first)
+        if not path.lower().endswith(suffix):
+            path += suffix  # the dialog asked about replacing the name typed, not this one
+            if Path(path).exists() and not self.ask_replace(path):
+                return False
         self.settings.last_export_folder = Path(path).parent
         self.engine.send(Export(path))
+        return True
 
     @Slot()
-    def export_transcript(self) -> None:
-        self._export(
-            "Export transcript",
-            "Text (*.txt);;Markdown (*.md);;JSON (*.json);;Subtitles SRT (*.srt);;WebVTT (*.vtt)",
-            "moshi-conversation.txt",
-        )
+    def export_transcript(self) -> bool:
+        return self._export("Export transcript", TRANSCRIPT_FORMATS)
 
     @Slot()
-    def save_audio(self) -> None:
-        self._export(
-            "Save conversation audio",
-            "Stereo WAV: you left, Moshi right (*.wav)",
-            "moshi-conversation.wav",
-        )
+    def save_audio(self) -> bool:
+        return self._export("Save conversation audio", AUDIO_FORMATS)
 
     @Slot()
     def open_settings(self) -> None:

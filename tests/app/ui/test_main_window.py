@@ -2,6 +2,7 @@
 
 import json
 import queue
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,13 @@ from app.engine.engine import Engine
 from app.engine.local import LocalCompute
 from app.engine.messages import (
     AudioBlock,
+    Autosave,
     EngineState,
     ErrorEvent,
+    Export,
     Exported,
     FallingBehind,
+    NewConversation,
     Start,
     StateChanged,
     Stats,
@@ -115,7 +119,7 @@ def make_window(qtbot, tmp_path, tiny_checkpoint, voice):
         engine = Engine(
             load or open_compute,
             lambda config: FileAudio(voice, realtime=False, trailing_silence=1.0),
-            new_record=lambda: Conversation.create(tmp_path / "recordings"),
+            new_record=lambda *about: Conversation.create(tmp_path / "recordings"),
         )
         window = MainWindow(engine, settings, backend or Backend())
         qtbot.addWidget(window)
@@ -148,14 +152,14 @@ def test_export_through_the_menu(make_window, qtbot, tmp_path):
     window.start_button.click()
     qtbot.waitUntil(lambda: window.state == "finished", timeout=30000)
     target = tmp_path / "exported.json"
-    window.ask_save_path = lambda title, filters, suggested: str(target)
+    window.ask_save_path = lambda title, filters, suggested: (str(target), "JSON (*.json)")
     window.export_action.trigger()
     qtbot.waitUntil(lambda: target.exists() or window.banner.isVisible(), timeout=10000)
     assert not window.banner.isVisible(), window.banner.label.text()
     record = json.loads(target.read_text())
     assert record["pieces"] and window.settings.last_export_folder == tmp_path
     audio = tmp_path / "both.wav"
-    window.ask_save_path = lambda title, filters, suggested: str(audio.with_suffix(""))
+    window.ask_save_path = lambda title, filters, suggested: (str(audio.with_suffix("")), filters)
     window.audio_action.trigger()  # no suffix given: .wav is added
     qtbot.waitUntil(audio.exists, timeout=10000)
     assert soundfile.read(audio)[0].shape[1] == 2
@@ -270,7 +274,7 @@ def test_a_conversation_through_a_server(qtbot, tmp_path, voice, fake_server):
     engine = Engine(
         open_compute,  # the launcher's: RunConfig.server set, a RemoteSession
         lambda config: FileAudio(voice, realtime=True, trailing_silence=0.5),
-        new_record=lambda: Conversation.create(tmp_path / "recordings"),
+        new_record=lambda *about: Conversation.create(tmp_path / "recordings"),
     )
     window = MainWindow(engine, settings, Backend(cached=False))  # no model, no download
     qtbot.addWidget(window)
@@ -400,3 +404,111 @@ def test_a_new_conversation_starts_with_empty_figures(fake_window):
     assert not window.banner.isVisible()  # its figure was the old conversation's
     feed(window, stats(total=40.0, elapsed=0.4))
     assert "RTF 0.50" in window.speed_label.text() and not window.banner.isVisible()
+
+
+def test_the_chosen_filter_decides_the_format(fake_window, tmp_path):
+    window, engine = fake_window, fake_window.engine
+    feed(window, state("running"), AudioBlock(LOUD, LOUD, 0.0))
+    asked = []
+
+    def save_as(name: str, chosen: str):
+        def ask(title, filters, suggested):
+            asked.append((filters, suggested))
+            return str(tmp_path / name), chosen
+
+        window.ask_save_path = ask
+
+    save_as("noext", "JSON (*.json)")
+    window.export_action.trigger()
+    save_as("notes.2024.05.01", "Markdown (*.md)")  # dots, but not a Markdown suffix
+    window.export_action.trigger()
+    save_as("subtitles.SRT", "Subtitles SRT (*.srt)")  # the filter's own suffix stays
+    window.export_action.trigger()
+    assert [Path(c.path).name for c in engine.commands(Export)] == [
+        "noext.json",
+        "notes.2024.05.01.md",
+        "subtitles.SRT",
+    ]
+    filters, suggested = asked[0]
+    assert filters.split(";;")[:3] == ["Text (*.txt)", "Markdown (*.md)", "JSON (*.json)"]
+    assert suggested == "moshi-conversation.txt"
+    save_as("both", "Stereo WAV: you left, Moshi right (*.wav)")
+    window.audio_action.trigger()
+    assert engine.commands(Export)[-1].path == str(tmp_path / "both.wav")
+
+
+def test_a_suffix_added_to_an_existing_file_asks_before_replacing_it(fake_window, tmp_path):
+    window, engine = fake_window, fake_window.engine
+    (tmp_path / "talk.json").write_text("{}")
+    feed(window, state("running"), AudioBlock(LOUD, LOUD, 0.0))
+    window.ask_save_path = lambda *args: (str(tmp_path / "talk"), "JSON (*.json)")
+    replacing = []
+    window.ask_replace = lambda path: replacing.append(path) or False
+    window.export_action.trigger()
+    assert replacing == [str(tmp_path / "talk.json")] and engine.commands(Export) == []
+
+
+def test_export_is_offered_only_when_there_is_something_to_export(fake_window):
+    window = fake_window
+    actions = (window.export_action, window.audio_action)
+    assert not any(action.isEnabled() for action in actions)
+    feed(window, state("running"), Autosave("/data/conversations/1"))
+    assert not any(action.isEnabled() for action in actions)  # nothing heard yet
+    feed(window, AudioBlock(LOUD, LOUD, 0.0))
+    assert all(action.isEnabled() for action in actions)
+    feed(window, state("stopped"))
+    assert all(action.isEnabled() for action in actions)  # stopped: the conversation stays
+    window.new_action.trigger()
+    assert not any(action.isEnabled() for action in actions)
+
+
+def test_new_conversation_says_where_the_last_one_is_saved(fake_window, tmp_path):
+    window, engine = fake_window, fake_window.engine
+    window.ask_unsaved = lambda: pytest.fail("a saved conversation needs no question")
+    window.new_action.trigger()  # nothing yet: nothing to say
+    assert window.statusBar().currentMessage() == ""
+    folder = str(tmp_path / "conversations" / "1")
+    feed(window, state("running"), Autosave(folder), AudioBlock(LOUD, LOUD, 0.0))
+    window.new_button.click()
+    assert len(engine.commands(NewConversation)) == 2
+    assert window.statusBar().currentMessage() == f"The last conversation is saved in {folder}."
+
+
+@pytest.mark.parametrize("autosave", [(), (Autosave("/data/1"), Autosave(None))])
+def test_new_conversation_asks_when_the_conversation_is_not_saved(fake_window, tmp_path, autosave):
+    window, engine = fake_window, fake_window.engine
+    feed(window, state("running"), *autosave, AudioBlock(LOUD, LOUD, 0.0))
+    answers = ["cancel", "export", "export", "discard"]
+    window.ask_unsaved = lambda: answers.pop(0)
+    saves = [None, (str(tmp_path / "kept"), "Text (*.txt)")]  # the first save is cancelled
+    window.ask_save_path = lambda *args: saves.pop(0)
+    for _ in range(2):  # cancel; export, but no file chosen
+        window.new_button.click()
+        assert engine.commands(NewConversation) == []
+    window.new_button.click()  # export to kept.txt
+    assert engine.sent[-2:] == [Export(str(tmp_path / "kept.txt")), NewConversation()]
+    feed(window, AudioBlock(LOUD, LOUD, 0.08))
+    window.new_button.click()  # discard
+    assert engine.sent[-1] == NewConversation() and len(engine.commands(Export)) == 1
+
+
+@pytest.mark.parametrize("press, answer", [("Export…", "export"), ("Discard", "discard")])
+def test_the_unsaved_question_offers_export_and_discard(fake_window, press, answer):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    seen = {}
+
+    def press_button():
+        box = QApplication.activeModalWidget()
+        seen["text"] = box.text()
+        buttons = {b.text().replace("&", ""): b for b in box.buttons()}
+        seen["buttons"] = set(buttons)
+        buttons.get(press, buttons["Cancel"]).click()
+
+    QTimer.singleShot(0, press_button)
+    assert fake_window.ask_unsaved() == answer
+    assert seen == {
+        "text": "This conversation is not saved.",
+        "buttons": {"Export…", "Discard", "Cancel"},
+    }

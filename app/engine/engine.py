@@ -96,6 +96,7 @@ class Engine:
         self.compute: Compute | None = None
         self._model_key = None  # what the compute was made from
         self._config = None  # of the last Start
+        self._opened_audio = None  # found by Start, started once the compute is ready
         self.audio = None
         self.record = None
         self.state = EngineState.STOPPED
@@ -203,6 +204,9 @@ class Engine:
         if self.state.active:
             return
         config = command.config
+        # The microphone and speaker (or the input file) are found first: a missing one is said
+        # at once, not after the model has loaded. They start once the compute is ready.
+        self._opened_audio = self._open_audio(config)
         model_key = getattr(config, "model_key", None)
         if self.compute is not None and model_key != self._model_key:
             self.compute = None  # another model: load it, and start a new conversation
@@ -232,7 +236,8 @@ class Engine:
 
     def _open_audio_and_run(self) -> None:
         self._ensure_record()
-        self.audio = self._open_audio(self._config)
+        audio, self._opened_audio = self._opened_audio, None
+        self.audio = audio if audio is not None else self._open_audio(self._config)
         self.audio.start()
         self._overrun_frames = self._overrun_frames_now()
         self._set_state(EngineState.RUNNING)
@@ -292,6 +297,7 @@ class Engine:
                 self._ensure_record()
 
     def _stop_audio(self) -> None:
+        self._opened_audio = None  # found, never started: nothing to close
         audio, self.audio = self.audio, None
         if audio is not None:
             audio.stop()

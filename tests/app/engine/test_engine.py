@@ -482,3 +482,20 @@ def test_the_record_names_the_model_and_how_it_ran(tmp_path):
         "text_top_k": 4,
         "app_version": app.__version__,
     }
+
+
+def test_a_missing_microphone_is_said_before_the_model_loads(start_engine):
+    from app.audio.devices import NoAudioDevice
+
+    loads = []
+
+    def no_microphone(config):
+        raise NoAudioDevice("No microphone found: plug one in, or choose one in Settings.")
+
+    engine = start_engine(
+        lambda config: loads.append(config) or LocalCompute(SpyPipeline()), no_microphone
+    )
+    engine.send(Start())
+    events = _wait_for(engine, StateChanged, lambda e: e.state == "error")
+    assert ErrorEvent("No microphone found: plug one in, or choose one in Settings.") in events
+    assert loads == [] and StateChanged("loading") not in events  # no model load was waited for

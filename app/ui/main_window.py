@@ -160,6 +160,8 @@ class MainWindow(QMainWindow):
         self._behind_shown = False  # the banner shows FallingBehind's warning, kept current
         self._has_conversation = False  # something was heard or said since the last New
         self._saved_in: str | None = None  # where the conversation is autosaved, if it is
+        self._starting: tuple | None = None  # the model_key of the last Start sent
+        self._loaded: tuple | None = None  # the model_key the engine has loaded, if any
         self.setWindowTitle("Moshi")
         self.setMinimumSize(640, 420)
         self._build_widgets()
@@ -341,6 +343,7 @@ class MainWindow(QMainWindow):
         if local and not self.backend.is_cached(config) and not self._download(config):
             return
         self.banner.hide()
+        self._starting = config.model_key
         self.engine.send(self.settings.sampling_command())
         self.engine.send(Start(config))
 
@@ -424,6 +427,10 @@ class MainWindow(QMainWindow):
     def on_state(self, state: EngineState) -> None:
         """Each state replaces what the last one showed: its status message, the busy bar, and
         the meters, which fall silent when the audio stops."""
+        if state is EngineState.LOADING:
+            self._loaded = self._starting
+        elif state is EngineState.ERROR and self.state is EngineState.LOADING:
+            self._loaded = None  # the load failed: the next Start loads again
         self.state = state
         self.start_button.setText("&Stop" if state.active else "&Start")
         self.busy.setVisible(state.active and state is not EngineState.RUNNING)
@@ -549,12 +556,14 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings, self.backend.audio_devices(), self)
         dialog.sampling_changed.connect(self.engine.send)
         if dialog.exec() == SettingsDialog.DialogCode.Accepted:
-            self.duplex_button.setChecked(self.settings.half_duplex)
+            self.duplex_button.setChecked(self.settings.half_duplex)  # applies at once
             self._describe_model()
-            if dialog.needs_restart() and self.state.active:
-                self.statusBar().showMessage(
-                    "Server, model, device and audio changes apply on the next start.", 8000
-                )
+            note = dialog.later_note(
+                running=self.state.active,
+                model_loads=self.run_config().model_key != self._loaded,
+            )
+            if note:
+                self.statusBar().showMessage(note, 10000)
 
     @Slot()
     def show_about(self) -> None:

@@ -1,8 +1,14 @@
 """The settings dialog: where Moshi runs (this machine or a server), sampling, model, compute, audio.
 
-Sampling applies at once: every change emits `sampling_changed` with a `SetSampling` for the
-running conversation (and Cancel sends the values the dialog opened with back). Everything else
-applies when the next conversation starts. OK writes all of it to `Settings`; Cancel writes nothing.
+Sampling applies at once: every valid change emits `sampling_changed` with a `SetSampling` for the
+running conversation (and Cancel sends the values the dialog opened with back); so does half
+duplex, through the main window. Where Moshi runs, the model, compute and audio devices apply at
+the next Start; the seed (and offline) when the model reloads. OK writes all of it to
+`Settings`; Cancel writes nothing.
+
+Numbers are typed into `NumberEdit`s: an invalid one stays as typed, outlined in red with its
+range, and keeps OK disabled (`problem()` says why, above the buttons). A local model folder is
+checked as the model is loaded (`model.files.resolve_folder`), not only for existence.
 
 Audio devices are listed by the caller (sounddevice lives outside app/ui) as
 (name, has_input, has_output) tuples.
@@ -21,7 +27,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -31,7 +36,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -39,8 +43,10 @@ from PySide6.QtWidgets import (
 from app.engine.messages import SetSampling
 from app.engine.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
 from app.errors import UserError
-from model.files import CATALOG, is_repo_id
+from model.config import ConfigError
+from model.files import CATALOG, CheckpointError, is_repo_id, resolve_folder
 
+from .number_edit import NumberEdit
 from .settings import (
     AUDIO_TOP_K_MAX,
     SEED_MAX,
@@ -78,69 +84,78 @@ DTYPE_CHOICES = {
 }
 
 SAMPLING_KEYS = (Key.TEXT_TEMPERATURE, Key.AUDIO_TEMPERATURE, Key.TEXT_TOP_K, Key.AUDIO_TOP_K)
-RESTART_KEYS = (  # what applies when the next conversation starts
-    Key.BACKEND,
-    Key.SERVER_URL,
-    Key.SEED,
-    Key.MODEL_SOURCE,
-    Key.MODEL_REVISION,
-    Key.OFFLINE,
-    Key.COMPUTE_DEVICE,
-    Key.DTYPE,
-    Key.INPUT_DEVICE,
-    Key.OUTPUT_DEVICE,
-    Key.HALF_DUPLEX,
-)
-DIALOG_KEYS = SAMPLING_KEYS + RESTART_KEYS  # what the dialog edits
+# What applies later, and what each is called in the note that says so.
+NEXT_START_KEYS = {  # the audio opens, and the model loads if it is another, at each Start
+    Key.BACKEND: "where Moshi runs",
+    Key.SERVER_URL: "the server",
+    Key.MODEL_SOURCE: "the model",
+    Key.MODEL_REVISION: "the model",
+    Key.COMPUTE_DEVICE: "the compute device",
+    Key.DTYPE: "the data type",
+    Key.INPUT_DEVICE: "the audio devices",
+    Key.OUTPUT_DEVICE: "the audio devices",
+}
+AT_LOAD_KEYS = {Key.SEED: "the seed", Key.OFFLINE: "offline mode"}  # only as the model loads
+RESTART_KEYS = tuple(NEXT_START_KEYS) + tuple(AT_LOAD_KEYS)
+DIALOG_KEYS = SAMPLING_KEYS + (Key.HALF_DUPLEX,) + RESTART_KEYS  # what the dialog edits
 HALF_DUPLEX_NOTE = "Mutes your microphone while Moshi speaks; use it without headphones."
 RESTART_NOTE = (
-    "Sampling changes apply at once (on a server: at the next connection). Server, seed, model, "
-    "compute and audio changes apply when the next conversation starts."
+    "Sampling and half duplex apply at once (sampling on a server: at the next connection). "
+    "Server, model, compute and audio changes apply at the next Start; the seed when the model "
+    "reloads."
 )
+# The notes after OK; short enough for the status bar beside its figures.
+AT_START_NOTE = "{} at the next Start."
+AT_LOAD_NOTE = "{} when the model reloads (another model, or a relaunch)."
 
 
 class TemperatureField(QWidget):
-    """A slider and a spin box showing one temperature, 0 to TEMPERATURE_MAX in steps of 0.05."""
+    """A slider and a number field showing one temperature, 0 to TEMPERATURE_MAX; the slider
+    moves in steps of 0.05 and follows what is typed while it is valid."""
 
-    value_changed = Signal(float)
+    value_changed = Signal(float)  # a valid value
 
     def __init__(self, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, round(TEMPERATURE_MAX * 100))  # hundredths, as the spin box
+        self.slider.setRange(0, round(TEMPERATURE_MAX * 100))  # hundredths
         self.slider.setSingleStep(5)
         self.slider.setPageStep(25)
         self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setTickInterval(25)
         self.slider.setMinimumWidth(160)
         self.slider.setAccessibleName(name)
-        self.spin_box = QDoubleSpinBox()
-        self.spin_box.setRange(0.0, TEMPERATURE_MAX)
-        self.spin_box.setDecimals(2)
-        self.spin_box.setSingleStep(0.05)
-        self.spin_box.setAccessibleName(name)
-        self.spin_box.setAccessibleDescription("0 = greedy: always the most likely token")
-        self.spin_box.setToolTip("0 = greedy: always the most likely token")
+        self.edit = NumberEdit(
+            name,
+            0.0,
+            TEMPERATURE_MAX,
+            decimals=2,
+            step=0.05,
+            help="0 = greedy: always the most likely token",
+        )
+        self.edit.setMaximumWidth(72)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.slider, 1)
-        layout.addWidget(self.spin_box)
+        layout.addWidget(self.edit)
         self.slider.valueChanged.connect(self._slider_moved)
-        self.spin_box.valueChanged.connect(self._spin_box_changed)
+        self.edit.value_changed.connect(self._typed)
 
     def value(self) -> float:
-        return self.spin_box.value()
+        """ValueError while the text is not a valid temperature."""
+        return self.edit.value()
 
     def set_value(self, value: float) -> None:
-        self.spin_box.setValue(value)
+        self.edit.set_value(value)
 
     @Slot(int)
     def _slider_moved(self, hundredths: int) -> None:
-        self.spin_box.setValue(hundredths / 100)
+        self.edit.set_value(hundredths / 100)
 
-    @Slot(float)
-    def _spin_box_changed(self, value: float) -> None:
-        self.slider.blockSignals(True)  # the spin box is the value; the slider only follows
+    @Slot()
+    def _typed(self) -> None:
+        value = self.value()
+        self.slider.blockSignals(True)  # the text is the value; the slider only follows
         self.slider.setValue(round(value * 100))
         self.slider.blockSignals(False)
         self.value_changed.emit(value)
@@ -204,27 +219,37 @@ class SettingsDialog(QDialog):
     def _sampling_group(self) -> QGroupBox:
         self.text_temperature = TemperatureField("Text temperature")
         self.audio_temperature = TemperatureField("Audio temperature")
-        self.text_top_k = _top_k_spin_box("Text top-k", TEXT_TOP_K_MAX)
-        self.audio_top_k = _top_k_spin_box("Audio top-k", AUDIO_TOP_K_MAX)
-        self.seed = QSpinBox()
-        self.seed.setRange(-1, SEED_MAX)  # -1: "random"
-        self.seed.setSpecialValueText("random")
-        self.seed.setAccessibleName("Seed")
-        self.seed.setAccessibleDescription("random: a new seed each time; applies on next start")
-        self.seed.setToolTip("The same seed and settings give the same answer to the same input")
+        self.text_top_k = _top_k_edit("Text top-k", TEXT_TOP_K_MAX)
+        self.audio_top_k = _top_k_edit("Audio top-k", AUDIO_TOP_K_MAX)
+        self.seed = NumberEdit(
+            "Seed",
+            0,
+            SEED_MAX,
+            words={"random": None, "": None},
+            help="The same seed and settings give the same answer to the same input; random: "
+            "a new seed each time the model loads",
+        )
+        self.seed.setPlaceholderText("random")
+        self.number_edits = (
+            self.text_temperature.edit,
+            self.audio_temperature.edit,
+            self.text_top_k,
+            self.audio_top_k,
+            self.seed,
+        )
         for field in (self.text_temperature, self.audio_temperature):
             field.value_changed.connect(self._sampling_edited)
-        for spin_box in (self.text_top_k, self.audio_top_k):
-            spin_box.valueChanged.connect(self._sampling_edited)
+        for edit in (self.text_top_k, self.audio_top_k):
+            edit.value_changed.connect(self._sampling_edited)
+        for edit in self.number_edits:
+            edit.textChanged.connect(self._update_problem)
 
         greedy = "Temperature 0 = greedy (the most likely token); top-k 0 = all tokens."
         hint = _note(f"{greedy} {SAMPLING_NOTE}")
         form = _form()
+        form.addRow(_label("&Text temperature:", self.text_temperature.edit), self.text_temperature)
         form.addRow(
-            _label("&Text temperature:", self.text_temperature.spin_box), self.text_temperature
-        )
-        form.addRow(
-            _label("&Audio temperature:", self.audio_temperature.spin_box), self.audio_temperature
+            _label("&Audio temperature:", self.audio_temperature.edit), self.audio_temperature
         )
         form.addRow(_label("Text to&p-k:", self.text_top_k), self.text_top_k)
         form.addRow(_label("Audio top-&k:", self.audio_top_k), self.audio_top_k)
@@ -328,7 +353,7 @@ class SettingsDialog(QDialog):
     # --- Values ----------------------------------------------------------------------------------
 
     def sampling(self) -> SetSampling:
-        """The sampling settings shown."""
+        """The sampling settings shown (ValueError while one of them is not valid)."""
         return SetSampling(
             temperature=self.audio_temperature.value(),
             top_k=self.audio_top_k.value(),
@@ -337,7 +362,8 @@ class SettingsDialog(QDialog):
         )
 
     def values(self) -> dict[Key, Any]:
-        """Every setting shown, as `Settings` stores it (valid only when `problem()` is None)."""
+        """Every setting shown, as `Settings` stores it (valid only when `problem()` is None;
+        ValueError while a number is not valid)."""
         kind = self.model_combo.currentData()
         is_repo = kind != FOLDER
         if kind == CUSTOM:
@@ -355,7 +381,7 @@ class SettingsDialog(QDialog):
             Key.AUDIO_TEMPERATURE: self.audio_temperature.value(),
             Key.TEXT_TOP_K: self.text_top_k.value(),
             Key.AUDIO_TOP_K: self.audio_top_k.value(),
-            Key.SEED: None if self.seed.value() < 0 else self.seed.value(),
+            Key.SEED: self.seed.value(),
             Key.MODEL_SOURCE: source,
             Key.MODEL_REVISION: (self.revision_edit.text().strip() or None) if is_repo else None,
             Key.OFFLINE: self.offline_check.isChecked() if is_repo else False,
@@ -368,6 +394,9 @@ class SettingsDialog(QDialog):
 
     def problem(self) -> str | None:
         """Why the values shown cannot be saved, in one sentence; None when they can."""
+        for edit in self.number_edits:
+            if edit.problem():
+                return edit.problem()
         if self.backend_combo.currentData() == "remote":
             if _server_or(self.server_edit.text().strip(), None) is None:
                 return "Enter the server's address: ws://HOST:PORT or wss://HOST."
@@ -378,15 +407,33 @@ class SettingsDialog(QDialog):
             text = self.folder_edit.text().strip()
             if not text:
                 return "Choose the folder that holds the model."
-            if not Path(text).expanduser().is_dir():
-                return "This folder does not exist: choose another."
+            return _model_folder_problem(Path(text).expanduser())
         return None
 
-    def needs_restart(self) -> bool:
-        """Whether a setting that applies on the next start differs from what the dialog opened
-        with."""
+    def changed(self) -> set[Key]:
+        """The settings shown that differ from what the dialog opened with."""
         values = self.values()
-        return any(values[key] != self._opened_with[key] for key in RESTART_KEYS)
+        return {key for key in DIALOG_KEYS if values[key] != self._opened_with[key]}
+
+    def needs_restart(self) -> bool:
+        """Whether a setting that applies later (at the next Start, or as the model loads)
+        differs from what the dialog opened with."""
+        return bool(self.changed() & set(RESTART_KEYS))
+
+    def later_note(self, *, running: bool, model_loads: bool) -> str:
+        """What to say once OK saved the settings shown: which of them apply only later, and
+        when ("" for nothing). `running`: a conversation is active, so the next Start is not
+        now; `model_loads`: the next Start loads the model (none is loaded yet, or another one
+        is chosen), so the seed applies then too."""
+        changed = self.changed()
+        at_start = {**NEXT_START_KEYS, **(AT_LOAD_KEYS if model_loads else {})}
+        at_load = {} if model_loads else AT_LOAD_KEYS
+        notes = []
+        if running and (names := _names(at_start, changed)):
+            notes.append(AT_START_NOTE.format(names))
+        if names := _names(at_load, changed):
+            notes.append(AT_LOAD_NOTE.format(names))
+        return " ".join(notes)
 
     def _show(self, values: dict[Key, Any]) -> None:
         self._showing = True
@@ -396,9 +443,9 @@ class SettingsDialog(QDialog):
             self._backend_changed()
             self.text_temperature.set_value(values[Key.TEXT_TEMPERATURE])
             self.audio_temperature.set_value(values[Key.AUDIO_TEMPERATURE])
-            self.text_top_k.setValue(values[Key.TEXT_TOP_K])
-            self.audio_top_k.setValue(values[Key.AUDIO_TOP_K])
-            self.seed.setValue(-1 if values[Key.SEED] is None else values[Key.SEED])
+            self.text_top_k.set_value(values[Key.TEXT_TOP_K])
+            self.audio_top_k.set_value(values[Key.AUDIO_TOP_K])
+            self.seed.set_value(values[Key.SEED])
             self._show_source(values[Key.MODEL_SOURCE])
             self.revision_edit.setText(values[Key.MODEL_REVISION] or "")
             self.offline_check.setChecked(values[Key.OFFLINE])
@@ -438,7 +485,7 @@ class SettingsDialog(QDialog):
 
     @Slot()
     def _sampling_edited(self) -> None:
-        if self._showing:
+        if self._showing or not all(edit.is_valid() for edit in self.number_edits[:4]):
             return
         sampling = self.sampling()
         if sampling != self._sent:
@@ -472,6 +519,13 @@ class SettingsDialog(QDialog):
         self.problem_label.setText(problem or "")
         self.problem_label.setVisible(problem is not None)
         self.ok_button.setEnabled(problem is None)
+        if self.isVisible() and self.layout() is not None:
+            # Room for the problem, or the wrapped notes would be squeezed: a window does not
+            # grow by itself for a label that appears.
+            self.layout().activate()
+            need = self.sizeHint().height()
+            if self.height() < need:
+                self.resize(self.width(), need)
 
     @Slot()
     def _browse(self) -> None:
@@ -541,14 +595,36 @@ def _label(text: str, buddy: QWidget) -> QLabel:
     return label
 
 
-def _top_k_spin_box(name: str, maximum: int) -> QSpinBox:
-    spin_box = QSpinBox()
-    spin_box.setRange(0, maximum)
-    spin_box.setSpecialValueText("all")
-    spin_box.setAccessibleName(name)
-    spin_box.setAccessibleDescription(f"0 = all tokens; at most {maximum}")
-    spin_box.setToolTip(f"Sample among the k most likely tokens (0 = all, at most {maximum})")
-    return spin_box
+def _top_k_edit(name: str, maximum: int) -> NumberEdit:
+    return NumberEdit(
+        name,
+        0,
+        maximum,
+        words={"all": 0},
+        help="Sample among the k most likely tokens (0 or all: every token)",
+    )
+
+
+def _names(names: dict[Key, str], keys: set[Key]) -> str:
+    """The names of `keys` that `names` has, once each, as a sentence's subject and verb: "The
+    seed applies", "The model and the seed apply" ("" for none)."""
+    found = list(dict.fromkeys(name for key, name in names.items() if key in keys))
+    if not found:
+        return ""
+    subject = ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]
+    return subject[0].upper() + subject[1:] + (" apply" if len(found) > 1 else " applies")
+
+
+def _model_folder_problem(folder: Path) -> str | None:
+    """What keeps `folder` from loading as a model (doctor's check of the files, without
+    reading the tensors), in a sentence; None when nothing does."""
+    try:
+        resolve_folder(folder)
+    except (CheckpointError, ConfigError) as e:
+        text = str(e).strip()
+        text = text[:1].upper() + text[1:]
+        return text if text.endswith(".") else text + "."
+    return None
 
 
 def _choice_combo(name: str, choices: dict[str, str]) -> QComboBox:

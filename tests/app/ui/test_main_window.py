@@ -29,6 +29,7 @@ from app.engine.messages import (
 )
 from app.ui.main_window import MainWindow
 from app.ui.settings import Settings
+from app.ui.settings_dialog import AT_LOAD_NOTE
 from app.ui.waveform import SILENCE_DB
 
 
@@ -235,7 +236,7 @@ def test_settings_from_the_menu_are_saved_and_applied_live(make_window, qtbot, m
     qtbot.waitUntil(lambda: window.engine.compute is not None, timeout=30000)
 
     def change_and_accept(dialog):
-        dialog.audio_top_k.setValue(7)  # live: the running conversation gets it now
+        dialog.audio_top_k.set_value(7)  # live: the running conversation gets it now
         dialog.accept()
         return SettingsDialog.DialogCode.Accepted
 
@@ -335,6 +336,9 @@ def test_a_status_message_shows_whole_beside_the_figures(make_window, qtbot):
     assert bar.fontMetrics().horizontalAdvance(message) < room_for_the_message()
     bar.clearMessage()
     assert window.model_label.isVisible()
+    longest_note = AT_LOAD_NOTE.format("The seed and offline mode apply")  # after the settings
+    bar.showMessage(longest_note)
+    assert bar.fontMetrics().horizontalAdvance(longest_note) < room_for_the_message()
 
 
 def test_space_presses_the_focused_button_and_starts_from_elsewhere(fake_window, qtbot):
@@ -512,3 +516,38 @@ def test_the_unsaved_question_offers_export_and_discard(fake_window, press, answ
         "text": "This conversation is not saved.",
         "buttons": {"Export…", "Discard", "Cancel"},
     }
+
+
+def test_the_note_after_a_seed_change_says_when_it_applies(fake_window, monkeypatch):
+    from app.ui.settings_dialog import SettingsDialog
+
+    window = fake_window
+    window.settings.half_duplex = True  # no headphones advice in the status bar
+
+    def accept(**changes) -> str:
+        def change_and_accept(dialog):
+            for name, value in changes.items():
+                if name == "device":
+                    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData(value))
+                else:
+                    getattr(dialog, name).set_value(value)
+            dialog.accept()
+            return SettingsDialog.DialogCode.Accepted
+
+        monkeypatch.setattr(SettingsDialog, "exec", change_and_accept)
+        window.statusBar().clearMessage()
+        window.settings_action.trigger()
+        return window.statusBar().currentMessage()
+
+    assert accept(seed=5) == ""  # no model loaded yet: the next Start loads it with this seed
+    window.start_button.click()
+    feed(window, state("loading"), state("running"))
+    at_load = "The seed applies when the model reloads (another model, or a relaunch)."
+    assert accept(seed=6) == at_load  # the model stays loaded: Start does not load it again
+    feed(window, state("stopped"))
+    assert accept(seed=7) == at_load
+    assert accept(audio_top_k=9) == ""  # sampling applies at once
+    feed(window, state("running"))
+    assert accept(seed=8, device="cpu") == (
+        "The compute device and the seed apply at the next Start."
+    )

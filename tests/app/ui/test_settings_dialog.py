@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from app.engine.messages import SetSampling
 from app.ui.settings import Key, Settings
 from app.ui.settings_dialog import CUSTOM, DIALOG_KEYS, FOLDER, SettingsDialog
+from model.config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME
 from model.files import DEFAULT_REPO as DEFAULT_MODEL
 
 DEVICES = [
@@ -45,6 +46,17 @@ def open_dialog(qtbot, settings: Settings) -> Callable[..., SettingsDialog]:
         return dialog
 
     return open_dialog
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path) -> Path:
+    """A folder with a model's files in Kyutai's layout, as far as the dialog checks them (their
+    names; the tensors are read as the model loads)."""
+    folder = tmp_path / "my-moshi"
+    folder.mkdir()
+    for name in (MOSHI_NAME, MIMI_NAME, TOKENIZER_NAME):
+        (folder / name).write_bytes(b"")
+    return folder
 
 
 def stored(settings: Settings) -> dict[Key, object]:
@@ -94,7 +106,7 @@ def test_loads_the_stored_values(open_dialog, settings: Settings) -> None:
     settings.half_duplex = True
     dialog = open_dialog()
     assert dialog.text_temperature.slider.value() == 35
-    assert dialog.audio_temperature.spin_box.text() == "0.00"
+    assert dialog.audio_temperature.edit.text() == "0.00"
     assert dialog.text_top_k.text() == "all"
     assert dialog.seed.value() == 1234
     assert dialog.model_combo.currentText() == "Moshika (female voice), int8, 8 GB"
@@ -115,11 +127,11 @@ def test_loads_a_custom_repository(open_dialog, settings: Settings) -> None:
     assert dialog.repo_edit.text() == "someone/my-moshi" and not dialog.repo_edit.isReadOnly()
 
 
-def test_loads_a_local_folder(open_dialog, settings: Settings, tmp_path: Path) -> None:
-    settings.model_source = str(tmp_path)
+def test_loads_a_local_folder(open_dialog, settings: Settings, model_folder: Path) -> None:
+    settings.model_source = str(model_folder)
     dialog = open_dialog()
     assert dialog.model_combo.currentData() == FOLDER
-    assert dialog.folder_edit.text() == str(tmp_path) and dialog.folder_edit.isVisible()
+    assert dialog.folder_edit.text() == str(model_folder) and dialog.folder_edit.isVisible()
     assert not dialog.repo_edit.isVisible()
     assert not dialog.revision_edit.isEnabled() and not dialog.offline_check.isEnabled()
     assert dialog.ok_button.isEnabled()
@@ -144,16 +156,16 @@ def test_a_device_not_connected_is_kept(open_dialog, settings: Settings) -> None
 def test_slider_and_spin_box_stay_in_sync(open_dialog, qtbot) -> None:
     dialog = open_dialog()
     field = dialog.text_temperature
-    field.spin_box.setValue(1.25)
+    field.edit.set_value(1.25)
     assert field.slider.value() == 125
     field.slider.setValue(40)
-    assert field.spin_box.value() == 0.4
+    assert field.edit.value() == 0.4
     field.slider.setFocus()
     qtbot.keyClick(field.slider, Qt.Key.Key_Right)
-    assert (field.slider.value(), field.spin_box.value()) == (45, 0.45)
+    assert (field.slider.value(), field.edit.value()) == (45, 0.45)
     qtbot.keyClick(field.slider, Qt.Key.Key_End)
-    assert field.spin_box.value() == 1.5
-    retype(qtbot, field.spin_box, "0.1")
+    assert field.edit.value() == 1.5
+    retype(qtbot, field.edit, "0.1")
     assert field.slider.value() == 10
 
 
@@ -166,9 +178,9 @@ def test_sampling_changes_are_sent_live(open_dialog, qtbot) -> None:
     assert signal.args == [
         SetSampling(temperature=0.5, top_k=250, text_temperature=0.7, text_top_k=25)
     ]
-    dialog.text_temperature.spin_box.setValue(0.0)
-    dialog.audio_top_k.setValue(100)
-    dialog.text_top_k.setValue(0)
+    dialog.text_temperature.edit.set_value(0.0)
+    dialog.audio_top_k.set_value(100)
+    dialog.text_top_k.set_value(0)
     assert sent == [  # once per change, although the slider and the spin box both move
         SetSampling(0.5, 250, 0.7, 25),
         SetSampling(0.5, 250, 0.0, 25),
@@ -182,27 +194,73 @@ def test_the_seed_is_not_sampling_sent_live(open_dialog) -> None:
     dialog = open_dialog()
     sent: list[SetSampling] = []
     dialog.sampling_changed.connect(sent.append)
-    dialog.seed.setValue(7)
+    dialog.seed.set_value(7)
     assert sent == []
     assert dialog.values()[Key.SEED] == 7
     assert dialog.needs_restart()
 
 
-def test_out_of_range_input_is_refused(open_dialog, qtbot) -> None:
+@pytest.mark.parametrize(
+    "field, typed, allowed",
+    [
+        ("text_temperature", "9.99", "0 to 1.5"),
+        ("audio_temperature", "-1", "0 to 1.5"),
+        ("audio_top_k", "abc-5", "0 to 2048, or all"),
+        ("text_top_k", "99999", "0 to 32000, or all"),
+        ("seed", "-7", "0 to 2147483647, or random"),
+    ],
+)
+def test_an_invalid_number_stays_as_typed_and_shows_its_range(
+    open_dialog, qtbot, field, typed, allowed
+) -> None:
     dialog = open_dialog()
-    retype(qtbot, dialog.text_temperature.spin_box, "9")
-    assert dialog.text_temperature.value() <= 1.5
-    assert dialog.text_temperature.spin_box.text() != "9"
-    retype(qtbot, dialog.audio_temperature.spin_box, "-1")
-    assert dialog.audio_temperature.value() >= 0
-    retype(qtbot, dialog.audio_top_k, "5000")
-    assert dialog.audio_top_k.value() <= 2048
-    retype(qtbot, dialog.text_top_k, "99999")
-    assert dialog.text_top_k.value() <= 32000
-    dialog.text_temperature.spin_box.setValue(9)  # even from code: clamped
-    assert dialog.text_temperature.value() == 1.5
+    edit = getattr(dialog, field)
+    edit = getattr(edit, "edit", edit)  # a temperature's text beside its slider
+    sent: list[SetSampling] = []
+    dialog.sampling_changed.connect(sent.append)
+    retype(qtbot, edit, typed)
+    assert edit.text() == typed  # not fixed up behind the user's back
+    assert not edit.is_valid() and edit.toolTip() == allowed and "border" in edit.styleSheet()
+    assert not dialog.ok_button.isEnabled()
+    assert dialog.problem_label.isVisible() and allowed in dialog.problem_label.text()
+    assert dialog.problem_label.text().startswith(edit.accessibleName() + " must be ")
+    assert dialog.height() >= dialog.sizeHint().height()  # it grew: no note is squeezed
+    dialog.accept()  # Enter while a value is invalid does nothing
+    assert dialog.result() == QDialog.DialogCode.Rejected and dialog.isVisible()
+    for sampling in sent:  # what was valid on the way (9, 99, ...) applied; nothing else did
+        assert 0 <= sampling.temperature <= 1.5 and 0 <= sampling.text_temperature <= 1.5
+        assert 0 <= sampling.top_k <= 2048 and 0 <= sampling.text_top_k <= 32000
+    edit.setFocus()
+    qtbot.keyClick(edit, Qt.Key.Key_End)
+    qtbot.keyClick(edit, Qt.Key.Key_Down)  # stepping an invalid value does not guess one
+    assert edit.text() == typed
+    dialog.restore_button.click()
+    assert edit.is_valid() and edit.styleSheet() == "" and dialog.ok_button.isEnabled()
+    assert allowed in edit.toolTip()  # the range is in the tooltip of a valid value too
+
+
+def test_numbers_take_words_and_step_within_their_range(open_dialog, qtbot, settings) -> None:
+    dialog = open_dialog()
+    retype(qtbot, dialog.seed, "42")
+    assert dialog.values()[Key.SEED] == 42
+    retype(qtbot, dialog.seed, "")
+    qtbot.keyClick(dialog.seed, Qt.Key.Key_Delete)  # empty is random, as the placeholder says
+    assert dialog.seed.is_valid() and dialog.values()[Key.SEED] is None
+    retype(qtbot, dialog.text_top_k, "ALL")
+    assert dialog.values()[Key.TEXT_TOP_K] == 0
+    retype(qtbot, dialog.audio_top_k, "2047")
+    qtbot.keyClick(dialog.audio_top_k, Qt.Key.Key_PageUp)
+    assert dialog.audio_top_k.text() == "2048"  # ten steps up, held at the top
+    qtbot.keyClick(dialog.audio_top_k, Qt.Key.Key_Down)
+    assert dialog.audio_top_k.value() == 2047
+    retype(qtbot, dialog.text_temperature.edit, "0,25")  # a decimal comma
+    assert dialog.text_temperature.value() == 0.25
+    assert dialog.text_temperature.slider.value() == 25
     retype(qtbot, dialog.revision_edit, "two words")
     assert dialog.revision_edit.text() == "twowords"
+    dialog.accept()
+    assert (settings.seed, settings.text_top_k, settings.audio_top_k) == (None, 0, 2047)
+    assert settings.text_temperature == 0.25
 
 
 def test_a_custom_repository_must_be_owner_slash_name(open_dialog, qtbot) -> None:
@@ -223,24 +281,36 @@ def test_a_custom_repository_must_be_owner_slash_name(open_dialog, qtbot) -> Non
     assert dialog.ok_button.isEnabled()
 
 
-def test_a_local_folder_must_exist(open_dialog, qtbot, tmp_path: Path) -> None:
+def test_a_local_folder_is_checked_as_a_model_folder(
+    open_dialog, qtbot, tmp_path: Path, model_folder: Path
+) -> None:
     dialog = open_dialog()
     choose_model(dialog, FOLDER)
     assert dialog.folder_edit.isVisible() and dialog.browse_button.isVisible()
     assert not dialog.ok_button.isEnabled()  # no folder yet
     retype(qtbot, dialog.folder_edit, str(tmp_path / "missing"))
-    assert not dialog.ok_button.isEnabled() and "does not exist" in dialog.problem_label.text()
-    retype(qtbot, dialog.folder_edit, str(tmp_path))
-    assert dialog.ok_button.isEnabled()
-    assert dialog.values()[Key.MODEL_SOURCE] == str(tmp_path)
+    assert not dialog.ok_button.isEnabled() and "not found" in dialog.problem_label.text()
+    retype(qtbot, dialog.folder_edit, str(tmp_path))  # it exists, but holds no model
+    problem = dialog.problem_label.text()
+    assert not dialog.ok_button.isEnabled() and "is missing" in problem
+    assert MOSHI_NAME in problem and TOKENIZER_NAME in problem
+    (model_folder / "config.json").write_text("{")
+    retype(qtbot, dialog.folder_edit, str(model_folder))
+    assert not dialog.ok_button.isEnabled() and "config.json" in dialog.problem_label.text()
+    (model_folder / "config.json").unlink()  # Kyutai's defaults: the files are all there
+    retype(qtbot, dialog.folder_edit, str(model_folder) + "/")
+    assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()
+    assert dialog.values()[Key.MODEL_SOURCE] == str(model_folder)
 
 
-def test_browse_picks_a_folder(open_dialog, qtbot, monkeypatch, tmp_path: Path) -> None:
-    asked = []
+def test_browse_checks_the_folder_chosen(
+    open_dialog, qtbot, monkeypatch, tmp_path: Path, model_folder: Path
+) -> None:
+    asked, chosen = [], [str(tmp_path), str(model_folder)]
 
     def pick(parent, caption, start):
         asked.append(start)
-        return str(tmp_path)
+        return chosen.pop(0)
 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", pick)
     dialog = open_dialog()
@@ -248,16 +318,19 @@ def test_browse_picks_a_folder(open_dialog, qtbot, monkeypatch, tmp_path: Path) 
     qtbot.mouseClick(dialog.browse_button, Qt.MouseButton.LeftButton)
     assert asked == [str(Path.home())]
     assert dialog.folder_edit.text() == str(tmp_path)
-    assert dialog.ok_button.isEnabled()
+    assert not dialog.ok_button.isEnabled() and "is missing" in dialog.problem_label.text()
+    qtbot.mouseClick(dialog.browse_button, Qt.MouseButton.LeftButton)
+    assert asked[1] == str(tmp_path)  # from where the last choice was
+    assert dialog.folder_edit.text() == str(model_folder) and dialog.ok_button.isEnabled()
 
 
-def test_ok_saves_everything(open_dialog, qtbot, settings: Settings, tmp_path: Path) -> None:
+def test_ok_saves_everything(open_dialog, qtbot, settings: Settings, model_folder: Path) -> None:
     dialog = open_dialog()
-    dialog.text_temperature.spin_box.setValue(0.3)
-    dialog.audio_top_k.setValue(64)
-    dialog.seed.setValue(99)
+    dialog.text_temperature.edit.set_value(0.3)
+    dialog.audio_top_k.set_value(64)
+    dialog.seed.set_value(99)
     choose_model(dialog, FOLDER)
-    dialog.folder_edit.setText(str(tmp_path))
+    dialog.folder_edit.setText(str(model_folder))
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cuda"))
     dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("float16"))
     dialog.input_combo.setCurrentIndex(dialog.input_combo.findData("USB Headset"))
@@ -270,7 +343,7 @@ def test_ok_saves_everything(open_dialog, qtbot, settings: Settings, tmp_path: P
         Key.TEXT_TEMPERATURE: 0.3,
         Key.AUDIO_TOP_K: 64,
         Key.SEED: 99,
-        Key.MODEL_SOURCE: str(tmp_path),
+        Key.MODEL_SOURCE: str(model_folder),
         Key.COMPUTE_DEVICE: "cuda",
         Key.DTYPE: "float16",
         Key.INPUT_DEVICE: "USB Headset",
@@ -296,8 +369,8 @@ def test_cancel_saves_nothing_and_takes_back_live_sampling(
     settings.text_top_k = 10
     before = stored(settings)
     dialog = open_dialog()
-    dialog.text_top_k.setValue(50)
-    dialog.audio_temperature.spin_box.setValue(1.0)
+    dialog.text_top_k.set_value(50)
+    dialog.audio_temperature.edit.set_value(1.0)
     dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("float32"))
     with qtbot.waitSignal(dialog.sampling_changed) as signal:
         qtbot.mouseClick(
@@ -338,8 +411,8 @@ def test_restore_defaults(open_dialog, qtbot, settings: Settings, tmp_path: Path
 
 def test_needs_restart_only_for_what_applies_on_the_next_start(open_dialog) -> None:
     dialog = open_dialog()
-    dialog.text_temperature.spin_box.setValue(1.0)
-    dialog.audio_top_k.setValue(1)
+    dialog.text_temperature.edit.set_value(1.0)
+    dialog.audio_top_k.set_value(1)
     assert not dialog.needs_restart()
     dialog.output_combo.setCurrentIndex(2)
     assert dialog.needs_restart()

@@ -47,6 +47,15 @@ from model.files import (
 )
 
 POLL_MS = 100
+TITLES = {  # what the dialog is doing; "failed" says which failure
+    "checking": "Checking the model",
+    "offer": "Download the model",
+    "downloading": "Downloading the model",
+    "cancelling": "Downloading the model",
+    "cancelled": "Download paused",
+    "failed": "Download failed",
+}
+MISSING_TITLE = "Model files missing"  # the check found files missing that cannot be downloaded
 _BAR_STEPS = 1000  # QProgressBar holds an int: bytes of a 15 GB model would not fit
 LOCAL_FOLDER_HINT = "Settings → Model → Local folder…"
 
@@ -86,7 +95,6 @@ class DownloadDialog(QDialog):
         self.folder: str | None = None
         self.state = ""
         self._retry = self._check  # what Retry does: check again, or download again
-        self.setWindowTitle("Download Moshi")
         self.setMinimumWidth(460)
 
         source = getattr(fetch, "source", "") or "the model"
@@ -161,8 +169,9 @@ class DownloadDialog(QDialog):
 
     # --- States ----------------------------------------------------------------------------------
 
-    def _enter(self, state: str, message: str = "") -> None:
+    def _enter(self, state: str, message: str = "", title: str = "") -> None:
         self.state = state
+        self.setWindowTitle(title or TITLES[state])
         downloading = state in ("downloading", "cancelling")
         shown = downloading or (state == "cancelled" and bool(self.file_label.text()))
         self.progress_bar.setVisible(shown)
@@ -323,10 +332,10 @@ class DownloadDialog(QDialog):
             self.size_label.setText("Download size: not known yet")
         if result.offline and result.missing:
             self.size_label.clear()  # nothing can be downloaded now
-            self._enter("failed", _missing_html(result.missing, result.reason))
+            self._enter("failed", _missing_html(result.missing, result.reason), MISSING_TITLE)
         elif not result.is_repo:
             self.size_label.clear()
-            self._enter("failed", html.escape(_sentence(result.message)))
+            self._enter("failed", html.escape(_sentence(result.message)), MISSING_TITLE)
         else:
             self._enter("offer")
 

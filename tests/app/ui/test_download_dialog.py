@@ -281,3 +281,29 @@ def test_the_real_fetch_end_to_end(qtbot, fake_hub, tiny_checkpoint):
         tiny_checkpoint / "model.safetensors"
     ).read_bytes()
     assert fetch.wait(10)
+
+
+def test_the_title_says_what_the_dialog_does(qtbot):
+    fetch = ScriptedFetch()
+    dialog = DownloadDialog(fetch, poll_ms=10)
+    qtbot.addWidget(dialog)
+    assert dialog.windowTitle() == "Checking the model"
+    dialog.show()
+    qtbot.waitUntil(lambda: dialog.state == "offer")
+    assert dialog.windowTitle() == "Download the model"
+    qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert dialog.windowTitle() == "Downloading the model"
+    fetch.events.put(FetchCancelled())
+    qtbot.waitUntil(lambda: dialog.state == "cancelled")
+    assert dialog.windowTitle() == "Download paused"
+    qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    fetch.events.put(FetchFailed("the download stopped (connection reset)"))
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    assert dialog.windowTitle() == "Download failed"
+
+    offline = CheckResult(REPO, cached=False, missing=(f"{REPO}/model.safetensors",), offline=True)
+    local = CheckResult("/models/mine", cached=False, is_repo=False, message="no such folder")
+    for check in (offline, local):  # nothing can be downloaded: it says what is wrong instead
+        dialog = open_dialog(qtbot, ScriptedFetch(check))
+        qtbot.waitUntil(lambda dialog=dialog: dialog.state == "failed")
+        assert dialog.windowTitle() == "Model files missing"

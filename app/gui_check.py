@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # What Qt 6's xcb plugin links or loads, by Debian/Ubuntu package (README.md's apt line).
@@ -91,18 +92,16 @@ def uses_xcb() -> bool:
     return sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY")
 
 
-def probe_window(timeout: float = 60.0) -> tuple[bool, str]:
+def probe_window(in_process: Callable[[], str], timeout: float = 60.0) -> tuple[bool, str]:
     """Open (and close) the window in a child process: (it worked, what it said). A crash of
     Qt there, a missing library or no display, is reported instead of taking this process. The
     desktop bundle has no interpreter to start: there, the libraries are checked, then the
-    window opens here."""
+    window opens here (`in_process`: `app.gui.check_window`)."""
     libraries = missing_libraries() if uses_xcb() else []
     if libraries:
         return False, advice(libraries)
     if getattr(sys, "frozen", False):
-        from .gui import check_window
-
-        return True, check_window()
+        return True, in_process()
     child = subprocess.run(
         [sys.executable, "-c", "from app.gui import check_window; print(check_window())"],
         capture_output=True,

@@ -261,7 +261,7 @@ def check_machine() -> Section:
 def _check_window(section: Section) -> None:
     """Whether Qt can open the window: its X11 plugin's libraries, then (with a display) a
     window opened and closed in a child process, since Qt aborts the process it fails in."""
-    from ..gui import has_display
+    from ..gui import check_window, has_display
     from ..gui_check import advice, missing_libraries, probe_window, uses_xcb
 
     libraries = missing_libraries() if uses_xcb() else []
@@ -270,7 +270,7 @@ def _check_window(section: Section) -> None:
     elif not has_display():
         section.add(OK, "window: Qt's libraries are here (no display to open it on now)")
     else:
-        opened, said = probe_window()
+        opened, said = probe_window(check_window)
         section.add(OK if opened else FAIL, f"window: {said}")
 
 

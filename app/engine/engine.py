@@ -39,10 +39,12 @@ from ..logs import SHOWN
 from .compute import Compute
 from .messages import (
     AudioBlock,
+    Autosave,
     EngineState,
     ErrorEvent,
     Export,
     Exported,
+    FallingBehind,
     Mute,
     NewConversation,
     Notice,
@@ -246,6 +248,8 @@ class Engine:
         """A record once the conversation runs (a server that cannot be reached leaves none)."""
         if self.record is None and self._new_record is not None:
             self.record = self._new_record(*self._about())
+            folder = getattr(self.record, "folder", None)
+            self._emit(Autosave(str(folder) if folder is not None else None))
 
     def _about(self) -> tuple[str, dict]:
         """What made this conversation, for its record and every export: the model (or the
@@ -400,6 +404,7 @@ class Engine:
         if error and not self._autosave_reported:
             self._autosave_reported = True
             log.warning("autosave stopped: %s", error, extra=SHOWN)
+            self._emit(Autosave(None))
             self._emit(
                 Notice(
                     f"The conversation is no longer saved to disk ({error}). It is kept in "
@@ -419,8 +424,7 @@ class Engine:
             latency = 1000 * FRAME_SECONDS * 2 + p50.get("total", 0.0) + playback_ms
         else:
             latency = 1000 * FRAME_SECONDS * 2 + remote.rtt_ms + remote.buffer_ms + playback_ms
-        self._warn_if_slow(p50, rtf, remote)
-        return Stats(
+        stats = Stats(
             p50,
             rtf,
             latency,
@@ -432,27 +436,19 @@ class Engine:
             remote,
             self._silenced + getattr(audio_stats, "silenced_samples", 0),
         )
+        self._warn_if_slow(stats)
+        return stats
 
-    def _warn_if_slow(self, p50: dict[str, float], rtf: float, remote) -> None:
+    def _warn_if_slow(self, stats: Stats) -> None:
         """Say once that the conversation cannot be live: this machine, or the server or the
         network, is slower than real time."""
         if self._warned_slow or self._frame < 25 or not self.audio.realtime:
             return
-        if remote is not None and remote.missed_ms > 2000:
-            message = (
-                f"Moshi's voice arrives late from the server ({remote.missed_ms / 1000:.1f} s "
-                "missed so far): the server or the network is slower than real time."
-            )
-        elif remote is None and rtf > 1.0:
-            message = (
-                f"This machine cannot run Moshi in real time ({p50['total']:.0f} ms for each "
-                "80 ms frame): your voice is being skipped. A GPU is needed for a live "
-                "conversation."
-            )
-        else:
-            return
-        self._warned_slow = True
-        self._emit(Notice(message))
+        remote = stats.remote
+        late = remote is not None and remote.missed_ms > 2000
+        if late or (remote is None and stats.rtf > 1.0):
+            self._warned_slow = True
+            self._emit(FallingBehind.of(stats))
 
 
 def _describe(error: Exception) -> str:

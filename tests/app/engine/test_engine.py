@@ -423,7 +423,7 @@ def test_a_failing_autosave_is_said_once_and_the_conversation_can_still_be_expor
 ):
     from app.conversation import record
     from app.conversation.record import Conversation
-    from app.engine.messages import Export, Exported
+    from app.engine.messages import Autosave, Export, Exported
 
     monkeypatch.setattr(record, "_open_append", lambda path: open("/dev/full", "wb", buffering=16))
     monkeypatch.setattr(record, "FLUSH_SECONDS", 0.0)
@@ -438,6 +438,8 @@ def test_a_failing_autosave_is_said_once_and_the_conversation_can_still_be_expor
     events = _wait_for(engine, AudioBlock, lambda e: e.time > 0.85)
     notices = [e for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "no longer saved to disk" in notices[0].message
+    said = [e.folder for e in events if isinstance(e, Autosave)]
+    assert len(said) == 2 and said[0].startswith(str(tmp_path / "autosave")) and said[1] is None
     assert "disk is full" in notices[0].message and "export" in notices[0].message
     engine.send(Export(str(tmp_path / "elsewhere.wav")))
     _wait_for(engine, Exported)

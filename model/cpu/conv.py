@@ -44,6 +44,21 @@ def _kernel(frames: int) -> str:
     return "product" if frames <= (READ_FRAMES if onednn_on() else FEW_FRAMES) else "conv"
 
 
+def _empty_like(cls: type[nn.Conv1d | nn.ConvTranspose1d], conv: nn.Module) -> nn.Module:
+    """A `cls` with `conv`'s shape and geometry, its tensors on the meta device (to be given)."""
+    assert conv.padding == (0,) and getattr(conv, "output_padding", (0,)) == (0,), "a stream's"
+    with torch.device("meta"):
+        return cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        )
+
+
 class Conv1d(KeepsCopies, nn.Conv1d):
     """nn.Conv1d without padding (a streaming conv pads its input itself), by the kernel fastest
     for the input's shape (above)."""
@@ -51,17 +66,7 @@ class Conv1d(KeepsCopies, nn.Conv1d):
     @classmethod
     def of(cls, conv: nn.Conv1d) -> Conv1d:
         """The CPU form of `conv`, holding its weight and bias."""
-        assert conv.padding == (0,), "a streaming conv's inner conv has no padding"
-        with torch.device("meta"):
-            fast = cls(
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                conv.stride,
-                dilation=conv.dilation,
-                groups=conv.groups,
-                bias=conv.bias is not None,
-            )
+        fast = _empty_like(cls, conv)
         fast.weight, fast.bias = conv.weight, conv.bias
         fast.remake_copies()
         return fast
@@ -106,17 +111,7 @@ class ConvTranspose1d(KeepsCopies, nn.ConvTranspose1d):
         """The CPU form of `convtr`, holding its bias and its weight, or with `step_layout` (for a
         dense one) a copy of the weight laid out [C_out K, C_in] in memory, under the same name
         and [C_in, C_out, K] shape: state dicts are unchanged."""
-        assert convtr.padding == (0,) and convtr.output_padding == (0,), "a streaming one's"
-        with torch.device("meta"):
-            fast = cls(
-                convtr.in_channels,
-                convtr.out_channels,
-                convtr.kernel_size,
-                convtr.stride,
-                groups=convtr.groups,
-                bias=convtr.bias is not None,
-                dilation=convtr.dilation,
-            )
+        fast = _empty_like(cls, convtr)
         weight = convtr.weight
         if step_layout and convtr.groups == 1:
             C, out, K = weight.shape

@@ -99,6 +99,7 @@ class Engine:
         self._model_key = None  # what the compute was made from
         self._config = None  # of the last Start
         self._opened_audio = None  # found by Start, started once the compute is ready
+        self._seed = None  # the one the compute was made with
         self.audio = None
         self.record = None
         self.state = EngineState.STOPPED
@@ -217,6 +218,7 @@ class Engine:
             self._set_state(EngineState.LOADING)
             self.compute = self._open_compute(config)
             self._model_key = model_key
+            self._seed = getattr(config, "seed", None)  # a seed takes effect as the model loads
             self._apply_sampling()
             self.compute.warm_up()
         self._config = config
@@ -260,7 +262,7 @@ class Engine:
         settings: dict = {}
         if config is not None:
             settings.update(
-                revision=config.revision, device=config.device, dtype=config.dtype, seed=config.seed
+                revision=config.revision, device=config.device, dtype=config.dtype, seed=self._seed
             )
         if sampling is not None:
             settings.update(dataclasses.asdict(sampling))

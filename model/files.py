@@ -2,10 +2,10 @@
 
 The catalog of Kyutai's published checkpoints, the default one and the weights' licence; what a
 repository id looks like; finding a model's files in a folder (config.json optional, as in Kyutai's
-loader) and reading its configs; and reading a safetensors header (8 bytes of length, then a JSON
-table of every tensor's name, dtype, shape and byte range) without touching the tensors. Frame size,
-sample rate and the default file names are in `model.config`, torch-free too. Tensors are
-`model.checkpoint`'s.
+loader; the file names it gives must stay inside the folder) and reading its configs; and reading a
+safetensors header (8 bytes of length, then a JSON table of every tensor's name, dtype, shape and
+byte range) without touching the tensors. Frame size, sample rate and the default file names are in
+`model.config`, torch-free too. Tensors are `model.checkpoint`'s.
 
 This module and `model.config` import neither torch nor anything that does (a test checks), so the
 window and the command line can use them without loading PyTorch.
@@ -17,8 +17,10 @@ import json
 import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
+from typing import Any, TypeVar
 
 from .config import CheckpointConfig, ConfigError, MimiConfig
 
@@ -51,10 +53,13 @@ def is_repo_id(text: str) -> bool:
     """Whether `text` is a Hugging Face repository id, owner/name (the hub's own rules: letters,
     digits, "-", "_" and "."; no "--" or ".."; "-" and "." neither start nor end a part), and not
     an existing local folder of that name."""
+    return has_repo_id_form(text) and not Path(text).expanduser().exists()
+
+
+def has_repo_id_form(text: str) -> bool:
+    """Whether `text` is written as a Hugging Face repository id, owner/name."""
     parts = text.split("/")
-    if len(parts) != 2 or not all(_is_repo_part(part) for part in parts):
-        return False
-    return not Path(text).expanduser().exists()
+    return len(parts) == 2 and all(_is_repo_part(part) for part in parts)
 
 
 _REPO_PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
@@ -67,6 +72,8 @@ def _is_repo_part(part: str) -> bool:
 
 
 # --- A model's files -------------------------------------------------------------------------------
+
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
@@ -83,35 +90,84 @@ class ModelFiles:
     tokenizer: Path
 
 
-def _local_file(folder: Path, name: str) -> Path:
+# What each key of config.json that names a file names, for messages.
+_FILE_KINDS = {
+    "moshi_name": "LM weights",
+    "mimi_name": "Mimi weights",
+    "tokenizer_name": "text tokenizer",
+    "mimi_config_name": "Mimi config",
+}
+
+
+def leaves_folder(name: str) -> bool:
+    """Whether a file name from config.json could point outside the folder it is read in: a URL
+    (file://...), an absolute path (also Windows' C:\\ and \\\\server), or a ".." part."""
+    parts = re.split(r"[\\/]", name)
+    return (
+        "://" in name
+        or name.startswith(("/", "\\"))
+        or bool(PureWindowsPath(name).drive)
+        or ".." in parts
+    )
+
+
+def outside_error(where: str, key: str, name: str, inside: str, hint: str = "") -> CheckpointError:
+    """The error for a file name, the value of `key` in `where`, that leads outside `inside`."""
+    return CheckpointError(
+        f"{where} names {key} = {name!r}, which is outside {inside}: file names must stay "
+        f"inside it{hint}"
+    )
+
+
+def _local_file(folder: Path, key: str, name: str) -> Path:
+    """The file `name` (the value of `key` in config.json) in the local `folder`."""
+    where = f"config.json in {folder}"
     if name.startswith("hf://"):
         raise CheckpointError(
-            f"config.json in {folder} points to {name} in another Hugging Face repository; "
+            f"{where} points to {name} in another Hugging Face repository; "
             "load the model by its repository id so that file can be fetched"
         )
-    if name.startswith("file://"):
-        return Path(name.removeprefix("file://"))
-    return folder / name
+    path = folder / name
+    # The file itself may be a link (a Hugging Face snapshot links each file to ../../blobs),
+    # but the folders on the way to it must stay in the model's folder.
+    if leaves_folder(name) or not path.parent.resolve().is_relative_to(folder.resolve()):
+        raise outside_error(where, key, name, "the model's folder")
+    return path
 
 
 def read_config(path: Path | None, name: str) -> CheckpointConfig:
-    """A checkpoint's config.json, or Moshi 7B's configuration where there is none."""
-    try:
-        return CheckpointConfig.from_json(path) if path is not None else CheckpointConfig()
-    except (ConfigError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
-        raise CheckpointError(f"{name} cannot be used: {e}") from e
+    """A checkpoint's config.json (`name` says which, in messages), or Moshi 7B's configuration
+    where there is none."""
+    if path is None:
+        return CheckpointConfig()
+    return _read_json(path, name, lambda raw: CheckpointConfig.from_dict(raw, name))
 
 
 def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> MimiConfig:
-    """Mimi's config (its own file, or Kyutai's Mimi), using as many codebooks as the LM reads."""
+    """Mimi's config (its own file, or Kyutai's Mimi), using as many codebooks as the LM reads.
+    `name` says which file, in messages: Mimi's config, or config.json where there is none."""
     lm = config.lm
     num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
-    try:
-        if path is None:
+    if path is None:
+        try:
             return MimiConfig(num_codebooks=num_codebooks)
-        return MimiConfig.from_json(path, num_codebooks)
-    except (ConfigError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{name} cannot be used: {e}") from e
+        except ConfigError as e:
+            raise CheckpointError(f"{name}: {e}") from None
+    return _read_json(path, name, lambda raw: MimiConfig.from_dict(raw, num_codebooks, name))
+
+
+def _read_json(path: Path, name: str, build: Callable[[Any], T]) -> T:
+    """`build` applied to the JSON in `path` (`name` in messages)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"cannot read {name}: {e.strerror or e}") from e
+    except ValueError as e:  # JSON errors and bad UTF-8 are ValueErrors
+        raise CheckpointError(f"{name} cannot be used: it is not valid JSON ({e})") from None
+    try:
+        return build(raw)
+    except ConfigError as e:  # it begins with `name`
+        raise CheckpointError(str(e)) from None
 
 
 def resolve_folder(folder: str | Path) -> ModelFiles:
@@ -122,25 +178,21 @@ def resolve_folder(folder: str | Path) -> ModelFiles:
         raise CheckpointError(f"model folder not found: {folder}")
     config_path = folder / "config.json"
     config = read_config(config_path if config_path.is_file() else None, str(config_path))
-    files = {
-        "LM weights": _local_file(folder, config.moshi_name),
-        "Mimi weights": _local_file(folder, config.mimi_name),
-        "text tokenizer": _local_file(folder, config.tokenizer_name),
-    }
-    mimi_config_path = None
-    if config.mimi_config_name:
-        mimi_config_path = files["Mimi config"] = _local_file(folder, config.mimi_config_name)
-    missing = [f"{what} ({path.name})" for what, path in files.items() if not path.is_file()]
+    files = {key: _local_file(folder, key, name) for key, name in config.file_names.items()}
+    missing = [
+        f"{_FILE_KINDS[key]} ({path.name})" for key, path in files.items() if not path.is_file()
+    ]
     if missing:
         raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
-    mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path))
+    mimi_config_path = files.get("mimi_config_name")
+    mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path or config_path))
     return ModelFiles(
         folder,
         config,
         mimi_config,
-        files["LM weights"],
-        files["Mimi weights"],
-        files["text tokenizer"],
+        files["moshi_name"],
+        files["mimi_name"],
+        files["tokenizer_name"],
     )
 
 

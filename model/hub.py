@@ -7,7 +7,8 @@ a download midway; the partial file stays in the cache and the next download res
 Offline (`offline=True`, `HF_HUB_OFFLINE=1`, or automatically when the hub cannot be reached), only
 cached files are used; if some are missing, one error names them all and says how to get them.
 `config.json` is optional, as in Kyutai's loader: without it, Moshi 7B and the default file names.
-File names in config.json may point into another repository (`hf://owner/repo/path`).
+File names in config.json may point into another repository (`hf://owner/repo/path`), never
+outside the repositories (no `file://`, absolute paths or `..`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from .files import (
     DEFAULT_REPO,
     CheckpointError,
     ModelFiles,
+    has_repo_id_form,
     is_repo_id,
+    leaves_folder,
+    outside_error,
     read_config,
     read_mimi_config,
     resolve_folder,
@@ -96,26 +100,41 @@ class _Fetcher:
     def model_files(self) -> ModelFiles:
         config_path = self.fetch(self.repo, "config.json", optional=True)
         config = read_config(config_path, f"config.json of {self.repo}")
-        names = [config.moshi_name, config.mimi_name, config.tokenizer_name]
-        if config.mimi_config_name:
-            names.append(config.mimi_config_name)
-        self.count = len(names)
-        paths = [self.fetch_reference(name, index) for index, name in enumerate(names, 1)]
+        names = config.file_names
+        references = {key: self.reference(key, name) for key, name in names.items()}
+        self.count = len(references)
+        paths = {
+            key: self.fetch(repo, filename, index=index)
+            for index, (key, (repo, filename)) in enumerate(references.items(), 1)
+        }
         if self.missing:
             self.raise_missing()
         mimi_config = read_mimi_config(
-            config, paths[3] if config.mimi_config_name else None, str(config.mimi_config_name)
+            config,
+            paths.get("mimi_config_name"),
+            names.get("mimi_config_name", f"config.json of {self.repo}"),
         )
-        return ModelFiles(paths[0].parent, config, mimi_config, *paths[:3])
+        lm, mimi, tokenizer = (paths[k] for k in ("moshi_name", "mimi_name", "tokenizer_name"))
+        return ModelFiles(lm.parent, config, mimi_config, lm, mimi, tokenizer)
 
-    def fetch_reference(self, name: str, index: int) -> Path | None:
-        """A file name from config.json: in this repository, another one (hf://), or local."""
-        if name.startswith("file://"):
-            return Path(name.removeprefix("file://"))
+    def reference(self, key: str, name: str) -> tuple[str, str]:
+        """(repository, file name) of the file that `key` of config.json names: in this
+        repository, or in another one (`hf://owner/repo/path`). Nothing outside a repository
+        is read: a name that could leave it is refused before anything is fetched."""
+        repo, filename = self.repo, name
         if name.startswith("hf://"):
-            owner, repo, *rest = name.removeprefix("hf://").split("/")
-            return self.fetch(f"{owner}/{repo}", "/".join(rest), index=index)
-        return self.fetch(self.repo, name, index=index)
+            owner, _, rest = name.removeprefix("hf://").partition("/")
+            repo_name, _, filename = rest.partition("/")
+            repo = f"{owner}/{repo_name}"
+        if not has_repo_id_form(repo) or not filename or leaves_folder(filename):
+            raise outside_error(
+                f"config.json of {self.repo}",
+                key,
+                name,
+                "the repository",
+                " (or name another repository's file as hf://owner/repo/path)",
+            )
+        return repo, filename
 
     def fetch(
         self, repo: str, filename: str, *, optional: bool = False, index: int = 0

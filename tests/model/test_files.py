@@ -1,4 +1,5 @@
-"""model/files.py: the model's facts without torch: the catalog, repository ids, headers."""
+"""model/files.py: the model's facts without torch: the catalog, repository ids, headers, and the
+file names config.json gives (which must stay in the model's folder)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from model.config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME
 from model.files import (
     CATALOG,
     DEFAULT_REPO,
@@ -18,6 +20,7 @@ from model.files import (
     format_bytes,
     is_repo_id,
     read_header,
+    resolve_folder,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +105,63 @@ def test_a_truncated_file_and_a_wrong_size_are_refused(tmp_path):
 )
 def test_sizes_read_as_the_model_cards_write_them(size, text):
     assert format_bytes(size) == text
+
+
+# --- File names in config.json stay in the model's folder ------------------------------------------
+
+
+def _folder_naming(folder: Path, **names: str) -> Path:
+    """A model folder whose files are empty and whose config.json gives `names`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (MOSHI_NAME, MIMI_NAME, TOKENIZER_NAME):
+        (folder / name).write_bytes(b"")
+    (folder / "config.json").write_text(json.dumps(names))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "file:///dev/zero",
+        "/dev/zero",
+        "../outside.model",
+        "sub/../../outside.model",
+        "..\\outside.model",
+        "C:\\outside.model",
+        "\\\\server\\share\\outside.model",
+    ],
+)
+def test_a_name_outside_the_folder_is_refused(tmp_path, name):
+    (tmp_path / "outside.model").write_bytes(b"")
+    folder = _folder_naming(tmp_path / "model", tokenizer_name=name)
+    with pytest.raises(CheckpointError) as err:
+        resolve_folder(folder)
+    assert str(err.value) == (
+        f"config.json in {folder} names tokenizer_name = {name!r}, which is outside the "
+        "model's folder: file names must stay inside it"
+    )
+
+
+def test_a_folder_linked_to_outside_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "tok.model").write_bytes(b"")
+    folder = _folder_naming(tmp_path / "model", tokenizer_name="linked/tok.model")
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(CheckpointError, match="tokenizer_name = 'linked/tok.model', which is out"):
+        resolve_folder(folder)
+
+
+def test_files_linked_as_in_a_hugging_face_snapshot_are_used(tmp_path):
+    """huggingface_hub's cache links each file of snapshots/<commit>/ to ../../blobs/<hash>:
+    the folder `download` names may be given to --model."""
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "0123"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    for i, name in enumerate((MOSHI_NAME, MIMI_NAME, TOKENIZER_NAME, "sub/tok.model")):
+        (blobs / f"blob{i}").write_bytes(b"")
+        (snapshot / name).parent.mkdir(exist_ok=True)
+        (snapshot / name).symlink_to(blobs / f"blob{i}")
+    (snapshot / "config.json").write_text(json.dumps({"tokenizer_name": "sub/./tok.model"}))
+    files = resolve_folder(snapshot)
+    assert files.tokenizer == snapshot / "sub/tok.model" and files.tokenizer.is_file()
+    assert files.lm_weights.resolve() == blobs / "blob0"

@@ -131,3 +131,52 @@ def test_a_local_folder_is_used_as_it_is(tiny_checkpoint):
     assert locate_model(str(tiny_checkpoint)).lm_weights == tiny_checkpoint / "model.safetensors"
     with pytest.raises(CheckpointError, match="model folder not found"):
         locate_model("./no/such/folder")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "file:///dev/zero",
+        "/dev/zero",
+        "../../tokenizer_spm_32k_3.model",
+        "sub/../../x.model",
+        f"hf://{REPO}/../x.model",
+        f"hf://{REPO}/",
+        "hf://../x/tokenizer_spm_32k_3.model",
+        "hf://kyutai/",
+    ],
+)
+def test_a_name_outside_the_repository_is_refused_before_any_download(
+    hub, tiny_checkpoint, tmp_path, name
+):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "tokenizer_name": name}))
+    hub.repos["kyutai/bad"] = bad
+    message = (
+        f"config.json of kyutai/bad names tokenizer_name = {name!r}, which is outside the "
+        "repository: file names must stay inside it (or name another repository's file as "
+        "hf://owner/repo/path)"
+    )
+    with pytest.raises(CheckpointError) as err:
+        locate_model("kyutai/bad")
+    assert str(err.value) == message
+    assert {file for _, file, _ in hub.requests} == {"config.json"}
+    # offline, config.json comes from the cache: the same answer
+    with pytest.raises(CheckpointError) as err:
+        locate_model("kyutai/bad", offline=True)
+    assert str(err.value) == message
+
+
+def test_a_bad_value_in_a_repositorys_config_json_is_named(hub, tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "depformer_num_heads": 0}))
+    hub.repos["kyutai/bad"] = bad
+    with pytest.raises(CheckpointError) as err:
+        locate_model("kyutai/bad")
+    assert str(err.value) == (
+        "config.json of kyutai/bad: depformer_num_heads = 0 must be a whole number of 1 or more"
+    )

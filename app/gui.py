@@ -40,7 +40,7 @@ class LocalBackend:
 def build_engine():
     from .conversation.record import Conversation
     from .engine.engine import Engine
-    from .engine.run import open_audio, open_compute
+    from .engine.run import loading_note, open_audio, open_compute
     from .paths import recordings_dir
 
     return Engine(
@@ -49,6 +49,7 @@ def build_engine():
         new_record=lambda model, settings: Conversation.create(
             recordings_dir(), model=model, settings=settings
         ),
+        loading_note=loading_note,
     )
 
 

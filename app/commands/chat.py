@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         Stop,
         TextPiece,
     )
+    from ..engine.run import loading_note
     from ..paths import recordings_dir
 
     _check_exports(args.export)
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         settings = {**about, **vars(args_about(args)), **vars(sampling)}
         return Conversation.create(recordings_dir(), model=model, settings=settings)
 
-    engine = Engine(load, open_audio, new_record=new_record)
+    engine = Engine(load, open_audio, new_record=new_record, loading_note=loading_note)
     engine.start()
     status = StatusLine()
     failed = None
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         engine.send(SetHalfDuplex(args.half_duplex))
         if args.server is not None:
             engine.send(sampling)  # a SetSampling, sent with the connection
-        engine.send(Start())
+        engine.send(Start(_run_config(args)))
         while True:
             match engine.events.get():
                 case TextPiece(text=text):
@@ -148,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
                     break
                 case StateChanged(state=EngineState.FINISHED | EngineState.ERROR):
                     break
-                case StateChanged(state=state):
-                    _say(state, args, model)
+                case StateChanged(state=state, detail=detail):
+                    _say(state, args, model, detail)
     except KeyboardInterrupt:
         pass
     finally:
@@ -180,7 +181,23 @@ def args_about(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{k: getattr(args, k, None) for k in keys})
 
 
-def _say(state, args: argparse.Namespace, server: str) -> None:
+def _run_config(args: argparse.Namespace):
+    """The run the command line describes (what the engine's record and notes read)."""
+    from ..engine.run import RunConfig
+
+    return RunConfig(
+        model=args.model,
+        revision=args.revision,
+        offline=args.offline,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        input_file=args.input_file,
+        server=args.server,
+    )
+
+
+def _say(state, args: argparse.Namespace, server: str, detail: str = "") -> None:
     """A line on stderr as the conversation gets going (`state`: an EngineState)."""
     from ..engine.messages import EngineState
 
@@ -199,7 +216,7 @@ def _say(state, args: argparse.Namespace, server: str) -> None:
                 file=sys.stderr,
             )
     elif state in lines and not (state is EngineState.LOADING and args.server is not None):
-        print(lines[state], file=sys.stderr)
+        print(lines[state] + (f" ({detail})" if detail else ""), file=sys.stderr)
 
 
 def _compute(args: argparse.Namespace):

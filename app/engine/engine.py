@@ -87,11 +87,13 @@ class Engine:
         open_audio: Callable[[RunConfig], object],  # -> an app.audio.interface.AudioIO
         *,
         new_record: Callable[[str, dict], object] | None = None,  # (model, settings) -> record
+        loading_note: Callable[[RunConfig], str] | None = None,  # what loading will also do
         max_events: int = 500,
     ):
         self._open_compute = open_compute
         self._open_audio = open_audio
         self._new_record = new_record
+        self._loading_note = loading_note
         self._commands: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue(maxsize=max_events)
         self._thread = threading.Thread(target=self._run, name="moshi-engine", daemon=True)
@@ -136,9 +138,9 @@ class Engine:
                 except queue.Empty:
                     pass
 
-    def _set_state(self, state: EngineState) -> None:
+    def _set_state(self, state: EngineState, detail: str = "") -> None:
         self.state = state
-        self._emit(StateChanged(state))
+        self._emit(StateChanged(state, detail))
 
     def _reset_counters(self) -> None:
         self._timing = _Timing()
@@ -215,7 +217,8 @@ class Engine:
             self.compute = None  # another model: load it, and start a new conversation
             self._new_conversation()
         if self.compute is None:
-            self._set_state(EngineState.LOADING)
+            note = self._loading_note(config) if self._loading_note is not None else ""
+            self._set_state(EngineState.LOADING, note)
             self.compute = self._open_compute(config)
             self._model_key = model_key
             self._seed = getattr(config, "seed", None)  # a seed takes effect as the model loads

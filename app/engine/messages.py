@@ -107,6 +107,7 @@ class Shutdown:
 @dataclass(frozen=True)
 class StateChanged:
     state: EngineState
+    detail: str = ""  # what the state is busy with, when worth saying (a kernel being built)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,23 @@ def open_compute(config: RunConfig) -> Compute:
     return LocalCompute(load_files(files, config.device, config.dtype, seed=config.seed))
 
 
+def loading_note(config: RunConfig | None) -> str:
+    """What loading this model will take besides reading it, worth saying while it loads: the
+    first run on a CPU builds our CPU kernel for it (seconds, once)."""
+    if config is None or config.server is not None:
+        return ""
+    from model.cpu import native
+    from model.pipeline import resolve_device
+
+    try:
+        on_cpu = resolve_device(config.device).type == "cpu"
+    except RuntimeError:  # the device asked for is not there: loading will say so
+        return ""
+    if on_cpu and native.will_build():
+        return "building the CPU kernel for this computer, once (about 10 s)"
+    return ""
+
+
 def open_audio(config: RunConfig):
     from ..audio.devices import DeviceAudio
     from ..audio.from_file import FileAudio

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTextEdit,
     QToolButton,
     QVBoxLayout,
@@ -56,8 +57,9 @@ from app.engine.messages import (
     TextPiece,
 )
 from app.logs import log_path
+from model.files import CATALOG
 
-from .settings import Settings
+from .settings import Settings, is_folder_source
 from .settings_dialog import SettingsDialog
 from .transcript import TranscriptView
 from .waveform import WaveformView
@@ -77,7 +79,7 @@ EXPORT_NAME = "moshi-conversation"
 class EngineBridge(QObject):
     """Drains the engine's event queue on the GUI thread and re-emits each event as a signal."""
 
-    state = Signal(object)  # an EngineState
+    state = Signal(object, str)  # an EngineState, and what it is busy with ("" for nothing)
     text = Signal(str, float)
     audio = Signal(object, object, float)
     stats = Signal(object)
@@ -107,7 +109,7 @@ class EngineBridge(QObject):
         TextPiece: lambda self, e: self.text.emit(e.text, e.time),
         AudioBlock: lambda self, e: self.audio.emit(e.user, e.moshi, e.time),
         Stats: lambda self, e: self.stats.emit(e),
-        StateChanged: lambda self, e: self.state.emit(e.state),
+        StateChanged: lambda self, e: self.state.emit(e.state, e.detail),
         Notice: lambda self, e: self.notice.emit(e.message),
         FallingBehind: lambda self, e: self.behind.emit(e),
         ErrorEvent: lambda self, e: self.error.emit(e.message),
@@ -138,16 +140,34 @@ class Banner(QFrame):
         close.setText("✕")
         close.setAccessibleName("Dismiss message")
         close.clicked.connect(self.hide)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.details_button = QToolButton()
+        self.details_button.setText("Details")
+        self.details_button.setCheckable(True)
+        self.details_button.setAccessibleName("Show the whole message")
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setMaximumHeight(160)
+        self.details.hide()
+        self.details_button.toggled.connect(self.details.setVisible)
+        top = QHBoxLayout()
+        top.addWidget(self.label, 1)
+        top.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignTop)
+        top.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.details)
         self.hide()
 
-    def show_message(self, text: str, kind: str = "error") -> None:
+    def show_message(self, text: str, kind: str = "error", details: str = "") -> None:
+        """`text` in a line or two; `details` (more lines: each problem of a model that does
+        not load, where the log is) behind a Details button."""
         self.kind = kind
         colour = "#c0392b" if kind == "error" else "#b9770e"
         self.setStyleSheet(f"Banner {{ border: 1px solid {colour}; border-radius: 4px; }}")
         self.label.setText(("⚠ " if kind != "error" else "✖ ") + text)
+        self.details.setPlainText(details)
+        self.details_button.setVisible(bool(details))
+        self.details_button.setChecked(False)
         self.show()
 
 
@@ -220,9 +240,18 @@ class MainWindow(QMainWindow):
 
         self.waveform = WaveformView()
         self.transcript = TranscriptView()
+        self.welcome = QLabel()  # what to know before the first Start, where the monologue goes
+        self.welcome.setWordWrap(True)
+        self.welcome.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.welcome.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.welcome.setMargin(12)
+        self.welcome.setAccessibleName("Before you start")
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.transcript)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.waveform)
-        splitter.addWidget(self.transcript)
+        splitter.addWidget(self.pages)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 3)
         splitter.setChildrenCollapsible(False)
@@ -311,9 +340,41 @@ class MainWindow(QMainWindow):
         s = self.settings
         if s.backend == "remote":
             self.model_label.setText(f"server {s.server_url}")
-            return
-        name = Path(s.model_source).name if Path(s.model_source).is_absolute() else s.model_source
-        self.model_label.setText(f"{name} · {s.compute_device} · {s.dtype}")
+        else:
+            name = (
+                Path(s.model_source).name if Path(s.model_source).is_absolute() else s.model_source
+            )
+            self.model_label.setText(f"{name} · {s.compute_device} · {s.dtype}")
+        self.welcome.setText(self._before_start())
+
+    def _before_start(self) -> str:
+        """What to know before the first Start, shown where the monologue will be: where Moshi
+        runs, what a first Start downloads, what it needs to answer in time, the other ways."""
+        s = self.settings
+        keys = "Press Start (Space) and talk; Moshi answers, and its thoughts appear here."
+        if s.backend == "remote":
+            return f"{keys}\n\nMoshi runs on the server {s.server_url}."
+        lines = [keys, ""]
+        if is_folder_source(s.model_source):
+            lines.append(f"Moshi runs on this computer, from the folder {s.model_source}.")
+        else:
+            about = CATALOG.get(s.model_source, "")
+            lines.append(
+                f"Moshi runs on this computer: {s.model_source}"
+                + (f" ({about})" if about else "")
+                + ". If it is not on this computer yet, the first Start offers to download it."
+            )
+        lines += [
+            "",
+            "A full-size Moshi needs an NVIDIA GPU with about 16 GB of memory (8 GB in int8) "
+            "to answer in real time; a CPU is many times too slow.",
+            "",
+            "Settings → Model: another model, or a folder you already have. Settings → Where "
+            "Moshi runs: Kyutai's server on a GPU machine.",
+            "",
+            "Use headphones, or Half duplex (H): in speakers Moshi hears itself.",
+        ]
+        return "\n".join(lines)
 
     # --- conversation -------------------------------------------------------------------------
 
@@ -423,21 +484,26 @@ class MainWindow(QMainWindow):
 
     # --- engine events ------------------------------------------------------------------------
 
-    @Slot(object)
-    def on_state(self, state: EngineState) -> None:
+    @Slot(object, str)
+    def on_state(self, state: EngineState, detail: str = "") -> None:
         """Each state replaces what the last one showed: its status message, the busy bar, and
-        the meters, which fall silent when the audio stops."""
+        the meters, which fall silent when the audio stops. `detail`: what the state is busy with
+        (the first load on a CPU builds our kernel)."""
         if state is EngineState.LOADING:
             self._loaded = self._starting
         elif state is EngineState.ERROR and self.state is EngineState.LOADING:
             self._loaded = None  # the load failed: the next Start loads again
         self.state = state
+        if state.active:
+            self.pages.setCurrentWidget(self.transcript)  # the welcome has done its job
         self.start_button.setText("&Stop" if state.active else "&Start")
         self.busy.setVisible(state.active and state is not EngineState.RUNNING)
         if state is not EngineState.RUNNING:
             self.waveform.silence_meters()
         bar = self.statusBar()
         message, timeout = self._describe_state(state)
+        if message and detail:
+            message = f"{message.removesuffix('…')}: {detail}…"
         if message:
             bar.showMessage(message, timeout)
         elif self._state_message and bar.currentMessage() == self._state_message:
@@ -470,7 +536,8 @@ class MainWindow(QMainWindow):
             self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}")
             self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
             self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")
-            self.drops_label.setText(f"dropped {stats.dropped_frames} · {xruns}")
+            silenced = f" · silenced {stats.silenced_samples}" if stats.silenced_samples else ""
+            self.drops_label.setText(f"dropped {stats.dropped_frames} · {xruns}{silenced}")
         else:
             self.speed_label.setText(f"RTT {remote.rtt_ms:.0f} ms")
             self.speed_label.setStyleSheet("")
@@ -498,8 +565,11 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def on_error(self, message: str) -> None:
+        """The first line in the banner; every line, and where the log is, in its details."""
         self._behind_shown = False
-        self.banner.show_message(f"{message} (details in the log: {log_path()})", "error")
+        first = message.splitlines()[0] if message.strip() else message
+        details = f"{message}\n\nThe log, with the traceback: {log_path()}"
+        self.banner.show_message(first, "error", details)
 
     @Slot(object)
     def on_autosave(self, folder: str | None) -> None:

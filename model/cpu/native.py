@@ -68,20 +68,34 @@ def status() -> str:
     return _status
 
 
+def will_build() -> bool:
+    """Whether the first use in this process will compile the kernel (seconds): it is wanted
+    here and not built yet for this machine. For a "building the CPU kernel" note."""
+    if _status is not None or _not_here() is not None:
+        return False
+    folder = build_folder()
+    return not (folder / f"{folder.name}.so").exists()
+
+
+def _not_here() -> str | None:
+    """Why the kernel is not to be built here (a status), or None."""
+    machine = platform.machine().lower()
+    if os.environ.get("NO_NATIVE_KERNEL", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "off (NO_NATIVE_KERNEL is set): MKL's products"
+    if getattr(sys, "frozen", False):
+        return "not built in the desktop bundle (it carries no C++ headers): MKL's products"
+    if machine not in ("x86_64", "amd64"):
+        return f"not built on {machine} (measured on x86-64 only): MKL's products"
+    return None
+
+
 def _build() -> None:
     global _kernel, _status
     with _lock:
         if _status is not None:
             return
-        off = os.environ.get("NO_NATIVE_KERNEL", "").strip().lower() in ("1", "true", "yes", "on")
-        machine = platform.machine().lower()
-        if off:
-            _status = "off (NO_NATIVE_KERNEL is set): MKL's products"
-        elif getattr(sys, "frozen", False):
-            _status = "not built in the desktop bundle (it carries no C++ headers): MKL's products"
-        elif machine not in ("x86_64", "amd64"):
-            _status = f"not built on {machine} (measured on x86-64 only): MKL's products"
-        else:
+        _status = _not_here()
+        if _status is None:
             try:
                 _kernel = _load()
                 _check(_kernel)

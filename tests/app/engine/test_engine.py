@@ -501,3 +501,18 @@ def test_a_missing_microphone_is_said_before_the_model_loads(start_engine):
     events = _wait_for(engine, StateChanged, lambda e: e.state == "error")
     assert ErrorEvent("No microphone found: plug one in, or choose one in Settings.") in events
     assert loads == [] and StateChanged("loading") not in events  # no model load was waited for
+
+
+def test_loading_says_what_else_it_will_do(start_engine):
+    engine = Engine(
+        lambda config: LocalCompute(SpyPipeline()),
+        lambda config: QueueAudio(),
+        loading_note=lambda config: "building the CPU kernel for this computer, once",
+    )
+    engine.start()
+    try:
+        engine.send(Start())
+        loading = _wait_for(engine, StateChanged)[-1]
+    finally:
+        engine.close()
+    assert loading == StateChanged("loading", "building the CPU kernel for this computer, once")

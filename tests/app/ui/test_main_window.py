@@ -1,5 +1,6 @@
 """The main window, with a tiny random Moshi and a file standing in for the microphone."""
 
+import dataclasses
 import json
 import queue
 from pathlib import Path
@@ -551,3 +552,48 @@ def test_the_note_after_a_seed_change_says_when_it_applies(fake_window, monkeypa
     assert accept(seed=8, device="cpu") == (
         "The compute device and the seed apply at the next Start."
     )
+
+
+def test_an_error_of_several_lines_is_shown_whole(fake_window):
+    from app.engine.messages import ErrorEvent
+    from app.logs import log_path
+
+    message = (
+        "cannot load the model: model.safetensors does not fit the model:\n"
+        "depformer_in.0.weight: expected [16, 32], found [16, 64]\n"
+        "linears.0.weight: expected [64, 16], found [64, 32]"
+    )
+    feed(fake_window, state("loading"), ErrorEvent(message), state("error"))
+    banner = fake_window.banner
+    assert banner.isVisible() and "does not fit the model" in banner.label.text()
+    assert "linears.0.weight" not in banner.label.text()  # one line in the banner
+    assert banner.details_button.isVisible() and not banner.details.isVisible()
+    banner.details_button.click()
+    shown = banner.details.toPlainText()
+    assert banner.details.isVisible() and message in shown and str(log_path()) in shown
+
+
+def test_loading_says_what_else_it_does(fake_window):
+    from app.engine.messages import StateChanged
+
+    detail = "building the CPU kernel for this computer, once (about 10 s)"
+    feed(fake_window, StateChanged(EngineState.LOADING, detail))
+    assert fake_window.statusBar().currentMessage() == f"Loading the model: {detail}…"
+
+
+def test_before_the_first_start_the_window_says_what_it_takes(fake_window):
+    assert fake_window.pages.currentWidget() is fake_window.welcome
+    placeholder = fake_window.welcome.text()
+    assert "kyutai/moshiko-pytorch-bf16" in placeholder and "15.4 GB" in placeholder
+    assert "GPU" in placeholder and "On a server" not in placeholder  # the menu's words
+    assert "Where Moshi runs" in placeholder and "folder" in placeholder
+    fake_window.settings.backend = "remote"
+    fake_window._describe_model()
+    assert "runs on the server" in fake_window.welcome.text()
+    feed(fake_window, state("connecting"))
+    assert fake_window.pages.currentWidget() is fake_window.transcript
+
+
+def test_bad_input_samples_show_in_the_figures(fake_window):
+    feed(fake_window, dataclasses.replace(stats(), silenced_samples=103))
+    assert "silenced 103" in fake_window.drops_label.text()

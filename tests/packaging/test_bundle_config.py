@@ -136,7 +136,7 @@ def test_excluded_modules_are_never_imported(load_packaging) -> None:
         print(json.dumps({{"status": status, "found": found}}))
         """
     )
-    # The bundle never builds our CPU kernel (model/native.py), which imports cpp_extension.
+    # The bundle never builds our CPU kernel (model/cpu/native.py), which imports cpp_extension.
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NO_NATIVE_KERNEL": "1"}
     result = subprocess.run(
         [sys.executable, "-c", script],

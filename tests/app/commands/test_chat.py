@@ -103,3 +103,18 @@ def test_half_duplex_keeps_no_voice_moshi_did_not_hear(tiny_checkpoint, tmp_path
     assert len(speaking) > 0, "the tiny model never spoke: the test proves nothing"
     assert not frames[speaking + 1, :, 0].any()
     assert frames[0, :, 0].any()  # before Moshi speaks, the user's voice is there
+
+
+def test_a_load_error_of_several_lines_is_shown_whole(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_checkpoint, wrong)
+    config = json.loads((wrong / "config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps({**config, "depformer_dim": 32}))
+    _voice(tmp_path / "in.wav", 0.5)
+    status = main(["chat", "--model", str(wrong), "--input-file", str(tmp_path / "in.wav")])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    problems = [line for line in err.splitlines() if "expected" in line and "found" in line]
+    assert len(problems) >= 3, err  # each wrong shape on a line of its own, none cut

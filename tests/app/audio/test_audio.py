@@ -632,3 +632,24 @@ def test_silent_audio():
         assert time.monotonic() - started > 0
     with pytest.raises(ValueError, match="mono"):
         paced.write_frame(np.zeros((FRAME_SIZE, 2), np.float32))
+
+
+def test_non_finite_device_samples_are_silence_before_the_resampler(fake_sd):
+    """A stretch of NaN from a device gives exactly the frames a stretch of zeros gives."""
+    heard = []
+    for bad in (0.0, np.nan):
+        sd = fake_sd([device("mic", outs=0, rate=48000.0), device("speaker", ins=0)])
+        dev = DeviceAudio()
+        dev.start()
+        voice = sine(300, 1.0, 48000).astype(np.float32)
+        voice[10_000:20_000] = bad
+        voice[20_000] = np.inf if np.isnan(bad) else 0.0
+        frames = []
+        for chunk in np.split(voice, 25):
+            feed(sd.stream("input"), chunk, block=480)
+            frames += frames_from(dev)
+        heard.append((np.concatenate(frames), dev.stats().silenced_samples))
+        dev.stop()
+    (zeros, none), (nans, silenced) = heard
+    assert none == 0 and silenced == 10_001
+    assert np.isfinite(nans).all() and np.array_equal(zeros, nans)

@@ -123,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
         return next(audios, None) or _open_audio(args)
 
     def new_record(_model: str, about: dict):
-        """chat knows its model and sampling better than the engine (which has no RunConfig)."""
-        settings = {**about, **vars(args_about(args)), **vars(sampling)}
+        """The engine's description, with chat's own sampling settings (greedy too), half duplex
+        and the server's full address."""
+        settings = {**about, "half_duplex": args.half_duplex, **vars(sampling)}
         return Conversation.create(recordings_dir(), model=model, settings=settings)
 
     engine = Engine(load, open_audio, new_record=new_record, loading_note=loading_note)
@@ -173,12 +174,6 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise UserError(failed)
     return 0
-
-
-def args_about(args: argparse.Namespace) -> argparse.Namespace:
-    """What of the command line describes the run, for the record."""
-    keys = ("revision", "device", "dtype", "seed", "half_duplex")
-    return argparse.Namespace(**{k: getattr(args, k, None) for k in keys})
 
 
 def _run_config(args: argparse.Namespace):

@@ -25,13 +25,20 @@ Autosave (:meth:`Conversation.create`)
       frame after the other (frame ``i`` at byte ``i * 1920 * 4``; silence is written as zeros);
     - ``transcript.jsonl``: one ``{"frame": i, "time": t, "text": piece}`` line per piece.
 
-    ``add_frame`` only copies into buffered writers; they are flushed to the operating system from
-    ``add_frame`` itself (on the engine thread, never in an audio callback) once a second has passed
-    since the last flush, audio before text. A killed process so loses at most the last second;
-    :meth:`Conversation.recover` keeps the whole frames both tracks hold and the pieces of those
-    frames, and ignores a truncated last record. A failing autosave (disk full) never raises into
-    the engine: it stops, says why in :attr:`Conversation.autosave_error`, and the record in memory
-    goes on. The record is kept in memory as well (about 11.5 MB per minute for both tracks).
+    ``add_frame`` only copies into memory and into buffered writers; they are flushed to the
+    operating system from ``add_frame`` itself (on the engine thread, never in an audio callback)
+    once a second has passed since the last flush, or once 64 frames (about 5 s of audio) wait
+    when frames come faster than real time, audio before text. A killed process so loses at most
+    the last second; :meth:`Conversation.recover` keeps the whole frames both tracks hold and the
+    pieces of those frames, and ignores a truncated last record.
+
+    Once flushed, a frame's audio is kept on disk only: reads (``user_audio``, ``moshi_audio``, the
+    wav export) take it back from the track files a block at a time, so the memory a conversation
+    takes stays flat however long it lasts. Memory holds the frames since the last flush and the
+    transcript. A failing autosave (disk full, folder removed, no permission) never raises into the
+    engine: it stops, says why in :attr:`Conversation.autosave_error`, reads what it had saved back
+    into memory through its still-open files, and the record goes on in memory, as the record of a
+    conversation without autosave does (about 11.5 MB per minute for both tracks).
 
 Export (:meth:`Conversation.export`) writes .txt, .md, .json, .srt, .vtt or a stereo .wav (left:
 the user, right: Moshi), atomically; a failure is a :class:`~app.errors.UserError` that names the
@@ -43,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import logging
 import os
 import re
 import threading
@@ -72,6 +80,8 @@ __all__ = [
     "list_recordings",
 ]
 
+log = logging.getLogger(__name__)
+
 """Samples per frame at 24 kHz: one LM step."""
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 FRAME_MS = FRAME_SIZE * 1000 // SAMPLE_RATE  # 80
@@ -86,6 +96,8 @@ CUE_HOLD_MS = 800
 
 FLUSH_SECONDS = 1.0
 """The autosave reaches the operating system at least this often while frames arrive."""
+FLUSH_FRAMES = 64
+"""... and at least every this many frames (about 5 s), when frames come faster than real time."""
 
 FORMAT = "moshi-desktop-conversation"
 FORMAT_VERSION = 1
@@ -94,6 +106,8 @@ USER_FILE = "user.f32"
 MOSHI_FILE = "moshi.f32"
 TRANSCRIPT_FILE = "transcript.jsonl"
 _PCM = np.dtype("<f4")
+_FRAME_BYTES = FRAME_SIZE * _PCM.itemsize
+_READ_BLOCK = 750  # frames read back from disk at a time: a minute, 5.8 MB per voice
 _WRITE_BUFFER = 1 << 20  # bytes per file: about 11 s of audio, so only flushes write in practice
 _SILENCE = np.zeros(FRAME_SIZE, np.float32)
 _SILENCE.flags.writeable = False
@@ -135,9 +149,10 @@ class RecordingInfo:
 class Conversation:
     """The record of one conversation, kept as it goes (see the module's docstring).
 
-    ``Conversation()`` keeps it in memory only; :meth:`create` also autosaves it to disk and
-    :meth:`recover` reads one back. One thread (the engine) adds frames; any other thread may read
-    properties or export at the same time and sees the frames added so far.
+    ``Conversation()`` keeps it in memory only; :meth:`create` autosaves it to disk, where its
+    audio then lives (memory holds the last second), and :meth:`recover` reads one back. One thread
+    (the engine) adds frames; any other thread may read properties or export at the same time and
+    sees the frames added so far.
     """
 
     def __init__(
@@ -153,7 +168,9 @@ class Conversation:
         self.folder: Path | None = None
         self.autosave_error: str | None = None
         self._lock = threading.Lock()
-        self._user: list[np.ndarray] = []
+        self._frames = 0
+        self._saved = 0  # the first frames, whose audio is only in the autosave files now
+        self._user: list[np.ndarray] = []  # frames `_saved` onwards: the rest of the audio
         self._moshi: list[np.ndarray] = []
         self._pieces: list[tuple[int, str]] = []  # (frame index, text)
         self._closed = False
@@ -205,16 +222,14 @@ class Conversation:
             )
         meta = meta or {}
         try:
-            user, moshi = _read_pcm(user_path), _read_pcm(moshi_path)
-            n = min(len(user), len(moshi)) // FRAME_SIZE
+            n = min(_frames_in(user_path), _frames_in(moshi_path))
             pieces = [(i, t) for i, t in _read_pieces(folder / TRANSCRIPT_FILE) if i < n]
         except OSError as e:
             raise UserError(f"cannot read the conversation in {folder}: {io_reason(e)}") from e
         conv = cls(model=str(meta.get("model", "")), settings=meta.get("settings") or {})
         conv.started = _parse_time(meta.get("started"))
         conv.folder = folder
-        conv._user = list(user[: n * FRAME_SIZE].reshape(n, FRAME_SIZE))
-        conv._moshi = list(moshi[: n * FRAME_SIZE].reshape(n, FRAME_SIZE))
+        conv._frames = conv._saved = n  # the audio stays on disk, read when asked for
         conv._pieces = sorted(pieces)
         conv._closed = True
         return conv
@@ -242,10 +257,12 @@ class Conversation:
                 for name in (USER_FILE, MOSHI_FILE, TRANSCRIPT_FILE):
                     self._files[name].flush()
                     os.fsync(self._files[name].fileno())
-                self._close_files()
-                self._write_meta(ended=datetime.now().astimezone(), frames=len(self._user))
-            except OSError as e:
-                self._autosave_failed(e)
+                self._all_saved()
+                self._write_meta(ended=datetime.now().astimezone(), frames=self._frames)
+            except (OSError, UserError) as e:
+                self._autosave_failed(e)  # reads the audio back through the files still open
+            else:
+                self._close_files()  # from now on the audio is read from the folder
 
     def __enter__(self) -> Conversation:
         return self
@@ -262,24 +279,28 @@ class Conversation:
         (``None``: silence) and the piece of text that goes with Moshi's audio ("" for none).
 
         Frames come in order; a skipped index is recorded as silence in both tracks. Cheap: copies
-        into memory and into buffered files; flushes at most once a second.
+        into memory and into buffered files; flushes about once a second (see the module).
         """
         user_frame, moshi_frame = _frame(user, "user"), _frame(moshi, "moshi")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the conversation is closed; start a new one")
-            n = len(self._user)
+            n = self._frames
             if index < n:
                 raise ValueError(f"frame {index} comes after frame {n - 1}; frames come in order")
             gap = index - n
             self._user.extend([_SILENCE] * gap + [user_frame])
             self._moshi.extend([_SILENCE] * gap + [moshi_frame])
+            self._frames = index + 1
             if text:
                 self._pieces.append((index, text))
             if self._files is not None:
                 try:
                     self._append_files(index, gap, user_frame, moshi_frame, text)
-                    if _clock() - self._last_flush >= FLUSH_SECONDS:
+                    if (
+                        _clock() - self._last_flush >= FLUSH_SECONDS
+                        or len(self._user) >= FLUSH_FRAMES
+                    ):
                         self._flush_files()
                 except OSError as e:
                     self._autosave_failed(e)
@@ -288,7 +309,7 @@ class Conversation:
 
     @property
     def frames(self) -> int:
-        return len(self._user)
+        return self._frames
 
     @property
     def duration(self) -> float:
@@ -323,12 +344,14 @@ class Conversation:
         return [Cue(s / 1000, e / 1000, text) for s, e, text in self._cues_ms()]
 
     def user_audio(self) -> np.ndarray:
-        """The user's voice: float32 mono at 24 kHz, ``frames * 1920`` samples."""
-        return _concat(self._snapshot_track(self._user))
+        """The user's voice: float32 mono at 24 kHz, ``frames * 1920`` samples.
+
+        Raises :class:`UserError` when the autosaved audio cannot be read back."""
+        return self._track(USER_FILE)
 
     def moshi_audio(self) -> np.ndarray:
         """Moshi's voice: float32 mono at 24 kHz, sample-aligned with :meth:`user_audio`."""
-        return _concat(self._snapshot_track(self._moshi))
+        return self._track(MOSHI_FILE)
 
     # ---------------------------------------------------------------------------------- export
 
@@ -414,18 +437,18 @@ class Conversation:
         return "WEBVTT\n\n" + cues
 
     def _write_wav(self, tmp: Path) -> None:
-        user, moshi = self._snapshot_track(self._user), self._snapshot_track(self._moshi)
-        big = len(user) * FRAME_SIZE * 4 > 0xFFFF0000  # past 4 GiB a wav needs RF64 (> 12 h)
-        block = 750  # frames: a minute at a time
+        n = self._frames
+        big = n * FRAME_SIZE * 4 > 0xFFFF0000  # past 4 GiB a wav needs RF64 (> 12 h)
         with soundfile.SoundFile(
             str(tmp), "w", SAMPLE_RATE, 2, "PCM_16", format="RF64" if big else "WAV"
         ) as f:
-            for start in range(0, len(user), block):
-                stereo = np.stack(
-                    [_concat(user[start : start + block]), _concat(moshi[start : start + block])],
-                    axis=1,
-                )
-                f.write(np.clip(stereo, -1.0, 1.0))
+            for start in range(0, n, _READ_BLOCK):  # a minute at a time: flat for any length
+                stop = min(n, start + _READ_BLOCK)
+                stereo = np.empty(((stop - start) * FRAME_SIZE, 2), np.float32)
+                with self._lock:
+                    stereo[:, 0] = self._audio(USER_FILE, start, stop)
+                    stereo[:, 1] = self._audio(MOSHI_FILE, start, stop)
+                f.write(np.clip(stereo, -1.0, 1.0, out=stereo))
 
     # ------------------------------------------------------------------------------- internals
 
@@ -433,9 +456,32 @@ class Conversation:
         with self._lock:
             return list(self._pieces)
 
-    def _snapshot_track(self, track: list[np.ndarray]) -> list[np.ndarray]:
-        with self._lock:
-            return track[: len(self._user)]
+    def _track(self, name: str) -> np.ndarray:
+        """One voice's frames so far, read a block at a time (the engine waits for one block at
+        most)."""
+        n = self._frames
+        out = np.empty(n * FRAME_SIZE, np.float32)
+        for start in range(0, n, _READ_BLOCK):
+            stop = min(n, start + _READ_BLOCK)
+            with self._lock:
+                out[start * FRAME_SIZE : stop * FRAME_SIZE] = self._audio(name, start, stop)
+        return out
+
+    def _audio(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Frames `start` to `stop` of one voice (flat), under the lock: those saved read back
+        from their file, the others from memory."""
+        split = min(max(start, self._saved), stop)
+        memory = self._user if name == USER_FILE else self._moshi
+        unsaved = memory[split - self._saved : stop - self._saved] if split < stop else []
+        if split == start:
+            return _concat(unsaved)
+        try:
+            saved = self._read_saved(name, start, split)
+        except OSError as e:
+            raise UserError(
+                f"cannot read the conversation's audio in {self.folder}: {io_reason(e)}"
+            ) from e
+        return np.concatenate([saved, *unsaved]) if unsaved else saved
 
     def _cues_ms(self) -> list[tuple[int, int, str]]:
         """(start ms, end ms, text) per cue."""
@@ -495,13 +541,52 @@ class Conversation:
                 self._files[name].flush()
         except OSError as e:
             self._autosave_failed(e)
+        else:
+            self._all_saved()
         self._last_flush = _clock()
 
-    def _autosave_failed(self, e: OSError) -> None:
+    def _all_saved(self) -> None:
+        """Every frame's audio has reached its file: memory lets go of it."""
+        self._saved = self._frames
+        self._user.clear()
+        self._moshi.clear()
+
+    def _read_saved(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Frames `start` to `stop` (all below `_saved`) of one voice from its file, through the
+        file the autosave holds open (still readable if its folder was removed) or, once the
+        conversation is closed, from the folder."""
+        size, offset = (stop - start) * _FRAME_BYTES, start * _FRAME_BYTES
+        if self._files is not None:
+            data = _pread(self._files[name].fileno(), size, offset)
+        else:
+            assert self.folder is not None
+            with open(self.folder / name, "rb") as f:
+                data = _pread(f.fileno(), size, offset)
+        if len(data) < size:
+            raise OSError(errno.EIO, f"{name} is shorter than what was saved in it")
+        return np.frombuffer(data, _PCM).astype(np.float32, copy=False)
+
+    def _autosave_failed(self, e: OSError | UserError) -> None:
+        """Stop the autosave; what it had saved comes back into memory, where the record goes
+        on: nothing said or heard is lost."""
         self.autosave_error = (
             f"the conversation is no longer saved to {self.folder}: {io_reason(e)}; "
             "export it before closing the app"
         )
+        if self._saved:
+            try:
+                saved = [self._read_saved(name, 0, self._saved) for name in (USER_FILE, MOSHI_FILE)]
+            except OSError as read_error:
+                log.error("the autosaved audio could not be read back", exc_info=True)
+                self.autosave_error += (
+                    f"; its first {_clock_text(_seconds(self._saved))} could not be read back "
+                    f"({io_reason(read_error)}) and are silence"
+                )
+                saved = [np.zeros(0, np.float32)] * 2
+            for track, audio in zip((self._user, self._moshi), saved):
+                frames = list(audio.reshape(-1, FRAME_SIZE))
+                track[:0] = frames + [_SILENCE] * (self._saved - len(frames))
+            self._saved = 0
         self._close_files()
 
     def _close_files(self) -> None:
@@ -557,7 +642,7 @@ def list_recordings(folder: str | Path | None = None) -> list[RecordingInfo]:
             RecordingInfo(
                 path=sub,
                 started=_parse_time(meta.get("started")),
-                duration=_seconds(min(sizes) // (FRAME_SIZE * _PCM.itemsize)),
+                duration=_seconds(min(sizes) // _FRAME_BYTES),
                 model=str(meta.get("model", "")),
                 complete="ended" in meta,
                 preview=preview.strip(),
@@ -576,9 +661,37 @@ def _clock() -> float:
 
 
 def _open_append(path: Path) -> BinaryIO:
-    """Open for the whole conversation; private to the user (0600), like the folder (0700)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
-    return open(fd, "ab", buffering=_WRITE_BUFFER)
+    """Open for the whole conversation; private to the user (0600), like the folder (0700).
+    Read-write, so that what was saved can be read back through it (:func:`_pread`)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+    return open(os.open(path, flags, 0o600), "ab", buffering=_WRITE_BUFFER)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset` of an open file (fewer where it ends first); the callers hold the
+    record's lock, which also guards the seek of the fallback where there is no ``os.pread``."""
+    chunks = []
+    while size > 0:
+        if hasattr(os, "pread"):
+            chunk = os.pread(fd, size, offset)
+        else:  # Windows; the appending writes go to the end wherever the position is
+            os.lseek(fd, offset, os.SEEK_SET)
+            chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _frames_in(path: Path) -> int:
+    """The whole frames a track file holds (0 if it does not exist); checks it can be read."""
+    try:
+        with open(path, "rb") as f:
+            return os.fstat(f.fileno()).st_size // _FRAME_BYTES
+    except FileNotFoundError:
+        return 0
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -688,14 +801,6 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
-
-
-def _read_pcm(path: Path) -> np.ndarray:
-    """The samples of a raw PCM file; a truncated last sample is left out."""
-    if not path.exists():
-        return np.zeros(0, np.float32)
-    count = path.stat().st_size // _PCM.itemsize
-    return np.fromfile(path, dtype=_PCM, count=count).astype(np.float32, copy=False)
 
 
 def _read_pieces(path: Path, limit: int | None = None) -> list[tuple[int, str]]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import errno
 import html
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -459,11 +463,31 @@ def test_create_in_an_unusable_place_is_a_user_error(tmp_path):
         Conversation.create(blocker / "conversations")
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+class _Disk:
+    """A disk with `room` bytes left: a file the autosave opens on it (read-write, as it does)
+    writes what fits, then fails with ENOSPC as on a full disk."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def open(self, path: Path) -> io.BufferedWriter:
+        disk = self
+
+        class File(io.FileIO):
+            def write(self, data) -> int:
+                data = memoryview(data).cast("B")
+                if not disk.room:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written = super().write(data[: disk.room])
+                disk.room -= written
+                return written
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        return io.BufferedWriter(File(fd, "a"), buffer_size=1 << 20)
+
+
 def test_a_full_disk_stops_the_autosave_but_not_the_conversation(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        session, "_open_append", lambda path: open("/dev/full", "wb", buffering=1 << 20)
-    )
+    monkeypatch.setattr(session, "_open_append", _Disk(room=0).open)
     conv = Conversation.create(tmp_path)
     _say(conv, 0, ["still", "here"], first=True)
     conv.flush()  # the operating system answers ENOSPC
@@ -472,6 +496,109 @@ def test_a_full_disk_stops_the_autosave_but_not_the_conversation(tmp_path, monke
     _say(conv, 6, ["and", "on"])
     conv.close()
     assert conv.text == "still here and on" and conv.frames == 12
+
+
+def _both(start: int, stop: int, *convs: Conversation) -> None:
+    """Add the same frames (random voices, a word every 3 frames) to each of `convs`."""
+    assert (stop - start) % 3 == 0
+    for conv in convs:
+        _say(conv, start, [f"w{i}" for i in range(start, stop, 3)])
+
+
+def test_nothing_said_or_heard_is_lost_when_the_disk_fills_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(session, "_clock", lambda: 0.0)  # flushes only when asked
+    frame_bytes = FRAME_SIZE * 4
+    disk = _Disk(room=2 * 12 * frame_bytes + 2000 + 5 * frame_bytes)  # 12 frames and a bit
+    monkeypatch.setattr(session, "_open_append", disk.open)
+    conv, plain = Conversation.create(tmp_path), Conversation()  # `plain`: what was said
+    _both(0, 12, conv, plain)
+    conv.flush()  # these 12 frames are on disk, and only there
+    assert conv.autosaving and 5 * frame_bytes < disk.room < 6 * frame_bytes
+    _both(12, 30, conv, plain)
+    conv.flush()  # the disk fills up with part of the user's next frames written
+    assert "disk is full" in conv.autosave_error and not conv.autosaving
+    assert 17 * frame_bytes < (conv.folder / "user.f32").stat().st_size < 18 * frame_bytes
+    _both(30, 45, conv, plain)  # and the conversation goes on in memory
+    conv.close()
+
+    assert conv.frames == plain.frames == 45 and conv.pieces == plain.pieces
+    np.testing.assert_array_equal(conv.user_audio(), plain.user_audio())
+    np.testing.assert_array_equal(conv.moshi_audio(), plain.moshi_audio())
+    got, want = conv.export(tmp_path / "got.wav"), plain.export(tmp_path / "want.wav")
+    assert got.read_bytes() == want.read_bytes()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows keeps a folder with open files")
+def test_a_removed_folder_loses_nothing_either(tmp_path):
+    conv, plain = Conversation.create(tmp_path), Conversation()
+    _both(0, 21, conv, plain)
+    conv.flush()
+    shutil.rmtree(conv.folder)  # the files stay open, and readable through what the autosave holds
+    _both(21, 42, conv, plain)
+    conv.close()  # meta.json cannot be written: the autosave stops, the audio comes into memory
+    assert conv.autosave_error and str(conv.folder) in conv.autosave_error
+    np.testing.assert_array_equal(conv.user_audio(), plain.user_audio())
+    np.testing.assert_array_equal(conv.moshi_audio(), plain.moshi_audio())
+    assert conv.export(tmp_path / "got.json").read_text() != ""
+
+
+def test_a_long_autosaved_conversation_keeps_its_audio_on_disk_only(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(session, "_clock", lambda: now[0])
+    rng = np.random.default_rng(0)
+    user, moshi = _frame(rng), _frame(rng)
+    conv = Conversation.create(tmp_path)
+    minute = 750  # frames
+    tracemalloc.start()
+    try:
+        for index in range(10 * minute):  # ten minutes, at the pace of a conversation
+            if index == minute:
+                after_a_minute = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+            user[0] = moshi[0] = index  # each frame says which one it is
+            conv.add_frame(index, user, moshi, " word" if index % 10 == 0 else "")
+            now[0] += 0.08
+        grown, peak = (m - after_a_minute for m in tracemalloc.get_traced_memory())
+        tracemalloc.reset_peak()
+        path = conv.export(tmp_path / "long.wav")
+        export_peak = tracemalloc.get_traced_memory()[1] - after_a_minute - grown
+    finally:
+        tracemalloc.stop()
+    # In memory, nine minutes of audio would be 9 * 11.5 MB; kept on disk, they cost nothing here
+    # but the transcript's pieces and, at most, the second since the last flush.
+    assert grown < 1_000_000 and peak < 2_000_000, (grown, peak)
+    assert export_peak < 40_000_000, export_peak  # a minute at a time, not 10 * 11.5 MB
+    assert soundfile.info(str(path)).frames == 10 * minute * FRAME_SIZE
+    conv.close()
+    assert conv.frames == 10 * minute and len(conv.pieces) == minute
+    first_samples = np.arange(10 * minute, dtype=np.float32)
+    np.testing.assert_array_equal(conv.user_audio()[::FRAME_SIZE], first_samples)
+
+
+def test_reads_while_frames_are_added_see_each_frame_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(session, "FLUSH_FRAMES", 3)  # frames move to disk while they are read
+    conv = Conversation.create(tmp_path)
+    count = 400
+
+    def engine():
+        for i in range(count):
+            conv.add_frame(
+                i, np.full(FRAME_SIZE, i, np.float32), np.full(FRAME_SIZE, -i, np.float32)
+            )
+
+    thread = threading.Thread(target=engine)
+    thread.start()
+    reads = 0
+    while thread.is_alive() or not reads:
+        user, moshi = conv.user_audio(), conv.moshi_audio()
+        want = np.repeat(np.arange(len(user) // FRAME_SIZE, dtype=np.float32), FRAME_SIZE)
+        np.testing.assert_array_equal(user, want)
+        np.testing.assert_array_equal(moshi[: len(user)], -want)
+        reads += 1
+    thread.join()
+    conv.close()
+    assert conv.frames == count
+    np.testing.assert_array_equal(conv.moshi_audio()[::FRAME_SIZE], -np.arange(count))
 
 
 CHILD = """

@@ -190,5 +190,7 @@ def check_window(skip: bool = False) -> tuple[str, str]:
         return SKIP, "no display: set QT_QPA_PLATFORM=offscreen to open it offscreen"
     from ..gui_check import probe_window
 
-    opened, said = probe_window(gui.check_window)  # in a child process: Qt may abort the one it runs in
+    opened, said = probe_window(
+        gui.check_window
+    )  # in a child process: Qt may abort the one it runs in
     return (OK if opened else FAIL), said

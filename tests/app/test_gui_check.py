@@ -68,6 +68,7 @@ def test_the_launcher_names_the_packages_instead_of_crashing(no_icccm):
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_self_test_fails_the_window_without_crashing(no_icccm):
     result = _run(no_icccm, "self-test", "--frames", "2")
     assert result.returncode == 1

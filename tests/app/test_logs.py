@@ -72,6 +72,7 @@ def test_a_failing_conversation_logs_its_traceback(log_file, start_engine):
     assert "Traceback" in logged and "CUDA error: something broke" in logged
 
 
+@pytest.mark.slow
 def test_doctor_names_the_log_file(tmp_path):
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
     out = subprocess.run(

@@ -175,6 +175,7 @@ def test_talk_model_that_cannot_load(tmp_path, capsys, tiny_checkpoint):
     assert status == 1 and "missing: LM weights (model.safetensors)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_talk_leaves_no_partial_output_when_writing_fails(
     tiny_checkpoint, tmp_path, capsys, monkeypatch
 ):

@@ -106,6 +106,7 @@ def test_a_wide_weight_is_not_copied_into_blocks_when_the_kernel_reads_it(kernel
         assert wide_blocks(w) is not None
 
 
+@pytest.mark.slow
 def test_built_afresh_past_a_lock_left_by_a_build_that_died(monkeypatch, tmp_path):
     if not BUILDABLE:
         pytest.skip("the kernel is built on x86-64 with a C++ compiler")

@@ -34,6 +34,7 @@ def test_a_new_machine_builds_once(tmp_path):
     assert _ask(env) == "False"  # built for this machine: the next process loads it
 
 
+@pytest.mark.slow
 def test_nothing_is_built_where_it_is_turned_off(tmp_path):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "NO_NATIVE_KERNEL": "1"}
     assert _ask(env) == "False"

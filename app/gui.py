@@ -142,11 +142,14 @@ def check_window() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .gui_check import advice, missing_libraries, uses_xcb
+    from .gui_check import advice, display_error, missing_libraries, uses_xcb
 
-    libraries = missing_libraries() if has_display() and uses_xcb() else []
-    if libraries:  # Qt would abort the process with a core dump
-        raise UserError(advice(libraries))
+    if has_display() and uses_xcb():  # Qt would abort the process with a core dump
+        libraries = missing_libraries()
+        if libraries:
+            raise UserError(advice(libraries))
+        if unreachable := display_error():
+            raise UserError(unreachable)
     app, window = build_window(argv)
     close_on_signals(app, window)
     return app.exec()

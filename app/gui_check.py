@@ -84,6 +84,31 @@ def advice(libraries: list[str]) -> str:
     )
 
 
+def display_error() -> str:
+    """Why the X display (DISPLAY) cannot be connected to, or "" if it can (or libxcb, which the
+    library check names, is missing). Qt aborts the process on an X server it cannot reach;
+    asking libxcb first costs a connection."""
+    library = ctypes.util.find_library("xcb")
+    if library is None:
+        return ""
+    xcb = ctypes.CDLL(library)
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    connection = xcb.xcb_connect(None, None)
+    try:
+        failed = xcb.xcb_connection_has_error(connection)
+    finally:
+        xcb.xcb_disconnect(connection)
+    if not failed:
+        return ""
+    return (
+        f"cannot connect to the X display {os.environ.get('DISPLAY', '')!r}: start the app from "
+        "your desktop session, or talk in the terminal with `moshi-desktop chat`"
+    )
+
+
 def uses_xcb() -> bool:
     """Whether Qt would open its windows through the xcb plugin here (Linux, X11)."""
     chosen = os.environ.get("QT_QPA_PLATFORM", "")

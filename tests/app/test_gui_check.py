@@ -99,3 +99,16 @@ def test_with_the_readmes_packages_nothing_is_missing():
         if "install ok installed" not in status.stdout:
             pytest.skip(f"{package} is not installed here")
     assert gui_check.missing_libraries() == []
+
+
+def test_the_launcher_says_when_the_display_cannot_be_reached(tmp_path):
+    """An X display that is not there (a closed session, a wrong DISPLAY) is a message, not Qt's
+    abort."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env["DISPLAY"] = ":97"  # no X server answers there
+    if gui_check.missing_libraries():
+        pytest.skip("the X libraries are missing here: the launcher says that first")
+    result = _run(env)
+    assert result.returncode == 1, result.stderr
+    assert "cannot connect to the X display ':97'" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1

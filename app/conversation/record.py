@@ -64,7 +64,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import soundfile
 
-from model.config import FRAME_SIZE, SAMPLE_RATE
+from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 
 from ..audio.files import atomic_output
 from ..errors import UserError, io_reason
@@ -82,8 +82,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-"""Samples per frame at 24 kHz: one LM step."""
-FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 FRAME_MS = FRAME_SIZE * 1000 // SAMPLE_RATE  # 80
 
 TURN_PAUSE_FRAMES = 15

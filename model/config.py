@@ -397,7 +397,6 @@ _LM_FIXED = {
     "conditioners": None,
     "fuser": None,
     "cross_attention": False,
-    "lora": False,
 }
 # Keys that do not change the architecture at inference.
 _LM_IGNORED = {
@@ -406,6 +405,11 @@ _LM_IGNORED = {
     "depformer_causal",
     "extra_heads_dim",
     "gradient_checkpointing",
+    # moshi-finetune's: how the weights were trained. A LoRA's adapters load apart, on top of
+    # their base model (model.finetune, model.lora); a full fine-tune's weights are complete.
+    "lora",
+    "lora_rank",
+    "lora_scaling",
 }
 SUPPORTED_MODEL_TYPES = ("moshi",)
 # lm_gen_config: the original's LMGen keyword arguments that this app reads, and their checks.

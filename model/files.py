@@ -18,11 +18,13 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
 from .config import CheckpointConfig, ConfigError, MimiConfig
+from .finetune import CONSOLIDATED_NAME, LORA_NAME, LoraFiles, finetune_config, lora_settings
+from .finetune import shape_differences as lora_shape_differences
 
 # --- The catalog -----------------------------------------------------------------------------------
 
@@ -88,6 +90,19 @@ class ModelFiles:
     lm_weights: Path
     mimi_weights: Path
     tokenizer: Path
+    lora: LoraFiles | None = None  # adapters merged into the LM's weights as they load
+
+
+# Where a file named by an hf://owner/repo/path reference in a local folder's config.json is:
+# remote(key of config.json, reference) -> the local file (model.hub's fetches it into the
+# cache), or None where a check that must not download takes it as there.
+Remote = Callable[[str, str], Path | None]
+
+
+def unfetched(key: str, reference: str) -> None:
+    """A `Remote` for a check that must not download (the settings' check of a folder): the
+    files a local folder names in repositories are taken as there, to be fetched as it loads."""
+    return None
 
 
 # What each key of config.json that names a file names, for messages.
@@ -119,13 +134,16 @@ def outside_error(where: str, key: str, name: str, inside: str, hint: str = "") 
     )
 
 
-def _local_file(folder: Path, key: str, name: str) -> Path:
-    """The file `name` (the value of `key` in config.json) in the local `folder`."""
+def _local_file(folder: Path, key: str, name: str, remote: Remote | None = None) -> Path | None:
+    """The file `name` (the value of `key` in config.json) in the local `folder`, or through
+    `remote` where it is an hf://owner/repo/path reference (None: not fetched, see Remote)."""
     where = f"config.json in {folder}"
     if name.startswith("hf://"):
+        if remote is not None:
+            return remote(key, name)
         raise CheckpointError(
             f"{where} points to {name} in another Hugging Face repository; "
-            "load the model by its repository id so that file can be fetched"
+            "load the model through model.hub.locate_model so that file can be fetched"
         )
     path = folder / name
     # The file itself may be a link (a Hugging Face snapshot links each file to ../../blobs),
@@ -170,21 +188,36 @@ def _read_json(path: Path, name: str, build: Callable[[Any], T]) -> T:
         raise CheckpointError(str(e)) from None
 
 
-def resolve_folder(folder: str | Path) -> ModelFiles:
+def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFiles:
     """Find a model's files in `folder`. config.json is optional: without it, Moshi 7B's
-    configuration and Kyutai's default file names are assumed."""
+    configuration and Kyutai's default file names are assumed. A file it names as
+    hf://owner/repo/path is found through `remote` (without one, that is an error). A folder
+    that moshi-finetune wrote loads its consolidated.safetensors, with the base's Mimi and
+    tokenizer where it has none (`model.finetune.finetune_config`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder}")
     config_path = folder / "config.json"
     config = read_config(config_path if config_path.is_file() else None, str(config_path))
-    files = {key: _local_file(folder, key, name) for key, name in config.file_names.items()}
+    config = finetune_config(folder, config, DEFAULT_REPO)
+    if (folder / LORA_NAME).is_file() and not (folder / config.moshi_name).is_file():
+        raise CheckpointError(
+            f"{folder} holds a LoRA ({LORA_NAME}), adapters for a base model: choose its base "
+            f"as the model and this folder as the LoRA (--model {DEFAULT_REPO} --lora {folder})"
+        )
+    found = {key: _local_file(folder, key, name, remote) for key, name in config.file_names.items()}
+    files = {
+        key: path if path is not None else Path(config.file_names[key])
+        for key, path in found.items()
+    }
     missing = [
-        f"{_FILE_KINDS[key]} ({path.name})" for key, path in files.items() if not path.is_file()
+        f"{_FILE_KINDS[key]} ({path.name})"
+        for key, path in files.items()
+        if found[key] is not None and not path.is_file()
     ]
     if missing:
         raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
-    mimi_config_path = files.get("mimi_config_name")
+    mimi_config_path = found.get("mimi_config_name")
     mimi_config = read_mimi_config(config, mimi_config_path, str(mimi_config_path or config_path))
     return ModelFiles(
         folder,
@@ -194,6 +227,58 @@ def resolve_folder(folder: str | Path) -> ModelFiles:
         files["mimi_name"],
         files["tokenizer_name"],
     )
+
+
+# --- A LoRA on top of the model --------------------------------------------------------------------
+
+
+def resolve_lora(path: str | Path) -> LoraFiles:
+    """A LoRA that moshi-finetune wrote (`model.finetune`): its folder, or its lora.safetensors
+    with the config.json beside it. Its adapters' fit to a model is checked as they load
+    (`model.lora`); here only that it is a LoRA, complete."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        folder, weights = path, path / LORA_NAME
+    elif path.is_file():
+        folder, weights = path.parent, path
+    else:
+        raise CheckpointError(f"LoRA not found: {path}")
+    if weights.name == CONSOLIDATED_NAME or (
+        path.is_dir() and not weights.exists() and (folder / CONSOLIDATED_NAME).is_file()
+    ):
+        raise CheckpointError(
+            f"{path} is a full fine-tune ({CONSOLIDATED_NAME}), not a LoRA: choose its folder "
+            f"as the model (--model {folder}), with no LoRA"
+        )
+    if not weights.is_file():
+        raise CheckpointError(
+            f"{folder} has no {LORA_NAME}: choose the folder where moshi-finetune saved a LoRA "
+            f"(it holds {LORA_NAME} and config.json), or that file"
+        )
+    config = folder / "config.json"
+    if not config.is_file():
+        raise CheckpointError(
+            f"{weights} has no config.json beside it: the one moshi-finetune saved with it "
+            "gives the LoRA's lora_rank and lora_scaling"
+        )
+    rank, scaling, lm = _read_json(config, str(config), lambda raw: lora_settings(raw, str(config)))
+    read_header(weights)  # a safetensors file, complete
+    return LoraFiles(weights, config, rank, scaling, lm)
+
+
+def with_lora(files: ModelFiles, path: str | Path | None) -> ModelFiles:
+    """`files` with the LoRA at `path` (none: unchanged), refused at once where its config.json
+    says it was made for a model of other sizes."""
+    if path is None or str(path) == "":
+        return files
+    lora = resolve_lora(path)
+    differences = lora_shape_differences(lora.lm, files.config.lm) if lora.lm else []
+    if differences:
+        raise CheckpointError(
+            f"the LoRA {lora.weights} was made for another model: its config.json has "
+            f"{', '.join(differences)}; choose the base model it was trained from"
+        )
+    return replace(files, lora=lora)
 
 
 # --- Safetensors headers ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Offline (`offline=True`, `HF_HUB_OFFLINE=1`, or automatically when the hub canno
 cached files are used; if some are missing, one error names them all and says how to get them.
 `config.json` is optional, as in Kyutai's loader: without it, Moshi 7B and the default file names.
 File names in config.json may point into another repository (`hf://owner/repo/path`), never
-outside the repositories (no `file://`, absolute paths or `..`).
+outside the repositories (no `file://`, absolute paths or `..`). A local folder's references
+are fetched the same way (a fine-tune's Mimi and tokenizer are its base repository's).
 """
 
 from __future__ import annotations
@@ -70,8 +71,61 @@ def locate_model(
     With `download=False` nothing is fetched: a repository must already be in the cache.
     """
     if not is_repo_id(str(source)):
-        return resolve_folder(Path(source).expanduser())
+        folder = Path(source).expanduser()
+        references = _References(folder, offline, download, progress, cancel)
+        files = resolve_folder(folder, references)
+        references.raise_missing()
+        return files
     return _Fetcher(str(source), revision, offline, download, progress, cancel).model_files()
+
+
+class _References:
+    """The files that a local folder's config.json names in repositories (hf://owner/repo/path),
+    fetched as a repository's own are: from the cache, or downloaded (`model.files.Remote`).
+    Those that cannot be had now are named together by `raise_missing`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        offline: bool | None,
+        download: bool,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ):
+        self.folder, self.arguments = folder, (offline, download, progress, cancel)
+        self.fetcher: _Fetcher | None = None  # made at the first reference: it may ask the hub
+
+    def __call__(self, key: str, reference: str) -> Path | None:
+        owner, _, rest = reference.removeprefix("hf://").partition("/")
+        repo_name, _, filename = rest.partition("/")
+        repo = f"{owner}/{repo_name}"
+        if not has_repo_id_form(repo) or not filename or leaves_folder(filename):
+            raise outside_error(
+                f"config.json in {self.folder}",
+                key,
+                reference,
+                "the repository it names",
+                " (name another repository's file as hf://owner/repo/path)",
+            )
+        if self.fetcher is None:
+            self.fetcher = _Fetcher(repo, None, *self.arguments)
+        self.fetcher.count += 1
+        return self.fetcher.fetch(repo, filename, index=self.fetcher.count)
+
+    def raise_missing(self) -> None:
+        fetcher = self.fetcher
+        if fetcher is None or not fetcher.missing:
+            return
+        if fetcher.unreachable:
+            why = f"the Hugging Face hub cannot be reached ({fetcher.unreachable}) and "
+        elif fetcher.offline:
+            why = "offline mode is on and "
+        else:
+            why = ""
+        raise CheckpointError(
+            f"{why}these files are not in the cache: {', '.join(fetcher.missing)}. Connect to "
+            f"the internet to download them once: the model in {self.folder} uses them"
+        )
 
 
 class _Fetcher:

@@ -246,3 +246,56 @@ def write_random_checkpoint(
     mimi_state = fuse_attention(mimi_state)
     save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
     return folder
+
+
+def write_random_lora(
+    folder: str | Path,
+    base_config: dict,
+    *,
+    rank: int = 4,
+    scaling: float = 2.0,
+    seed: int = 0,
+    layout: str = "split",
+    dtype: torch.dtype = torch.float32,
+    embeddings: tuple[str, ...] = (),
+) -> Path:
+    """Write what moshi-finetune saves for a LoRA run into `folder`: lora.safetensors with an
+    adapter for every linear of the LM of `base_config` (the base's config.json keys), and
+    config.json, the base's config plus "lora": true, lora_rank and lora_scaling.
+
+    A is drawn N(0, 1 / in) and B N(0, 0.01 / rank), not zero as training starts it, so that the
+    merged model differs from its base (by a few tenths of each weight at scaling 2). `layout`
+    "split" names the adapters as moshi-finetune does (`self_attn.in_projs.{step}.lora_A.weight`);
+    "fused" as the original's attention loader also reads them (`self_attn.in_proj.lora_A.weight`,
+    the steps stacked). `embeddings` (e.g. "text_emb.weight") are saved whole, as with ft_embed.
+    """
+    from .finetune import LORA_NAME
+
+    assert layout in ("split", "fused"), layout
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(base_config, lora=True, lora_rank=rank, lora_scaling=scaling)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    with torch.device("meta"):
+        lm = LM(CheckpointConfig.from_dict(dict(base_config)).lm)
+    g = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, module in lm.named_modules():
+        if isinstance(module, nn.Linear):
+            out, inp = module.weight.shape
+            state[f"{name}.lora_A.weight"] = torch.randn(rank, inp, generator=g) / inp**0.5
+            state[f"{name}.lora_B.weight"] = torch.randn(out, rank, generator=g) * 0.1 / rank**0.5
+    shapes = {k: v.shape for k, v in lm.state_dict().items()}
+    for key in embeddings:
+        state[key] = torch.randn(shapes[key], generator=g)
+    if layout == "fused":
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for key in list(state):
+            parts = key.split(".")  # ...self_attn.in_projs.{step}.lora_A.weight
+            if len(parts) > 4 and parts[-4] in ("in_projs", "out_projs"):
+                fused = ".".join([*parts[:-4], parts[-4][:-1], *parts[-2:]])
+                groups.setdefault(fused, []).append((int(parts[-3]), key))
+        for fused, steps in groups.items():
+            state[fused] = torch.cat([state.pop(key) for _, key in sorted(steps)])
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(folder / LORA_NAME))
+    return folder

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import family
+
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
 FRAME_SIZE = 1920  # samples per frame: 80 ms at 24 kHz
@@ -423,6 +425,9 @@ _LM_GEN_CHECKS = {
 
 
 def _check_model_type(model_type: Any) -> None:
+    refused = family.config_refusal({"model_type": model_type})  # Hibiki, TTS, STT, PersonaPlex
+    if refused:
+        raise ConfigError(refused)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(
             f"model_type {model_type!r} is not supported: this app runs Moshi dialogue "
@@ -468,6 +473,9 @@ class CheckpointConfig:
     def from_dict(cls, raw: Any, source: str = "config.json") -> CheckpointConfig:
         """Kyutai's config.json; errors begin with `source`, the file it came from."""
         with _reading(source):
+            refused = family.config_refusal(raw)  # first: the rest of the family has other keys
+            if refused:
+                raise ConfigError(refused)
             raw = _object(None, raw)
             files = {
                 k: raw.pop(k)

@@ -5,7 +5,8 @@ repository id looks like; finding a model's files in a folder (config.json optio
 loader; the file names it gives must stay inside the folder) and reading its configs; and reading a
 safetensors header (8 bytes of length, then a JSON table of every tensor's name, dtype, shape and
 byte range) without touching the tensors. Frame size, sample rate and the default file names are in
-`model.config`, torch-free too. Tensors are `model.checkpoint`'s.
+`model.config`, torch-free too. Tensors are `model.checkpoint`'s. A checkpoint of another member
+of the family (`model.family`) is refused before its weights are loaded.
 
 This module and `model.config` import neither torch nor anything that does (a test checks), so the
 window and the command line can use them without loading PyTorch.
@@ -17,12 +18,13 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
-from .config import CheckpointConfig, ConfigError, MimiConfig
+from . import family
+from .config import CheckpointConfig, ConfigError, LMConfig, MimiConfig
 from .finetune import CONSOLIDATED_NAME, LORA_NAME, LoraFiles, finetune_config, lora_settings
 from .finetune import shape_differences as lora_shape_differences
 
@@ -210,6 +212,12 @@ def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFil
         key: path if path is not None else Path(config.file_names[key])
         for key, path in found.items()
     }
+    if weights_tell_the_member(config) and files["moshi_name"].is_file():
+        try:
+            header = read_header(files["moshi_name"])
+        except CheckpointError:
+            header = {}  # loading the weights says what is wrong with them
+        refuse_other_member(header, config, str(files["moshi_name"]))
     missing = [
         f"{_FILE_KINDS[key]} ({path.name})"
         for key, path in files.items()
@@ -279,6 +287,21 @@ def with_lora(files: ModelFiles, path: str | Path | None) -> ModelFiles:
             f"{', '.join(differences)}; choose the base model it was trained from"
         )
     return replace(files, lora=lora)
+
+
+def weights_tell_the_member(config: CheckpointConfig) -> bool:
+    """Whether the LM weights' header must say which member of the family they are, because
+    config.json does not: it leaves the architecture at Moshi 7B's defaults (or there is none), as
+    MoshiVis's missing one and PersonaPlex's keyless one do."""
+    return config.lm == LMConfig() and config.moshi_name.endswith(".safetensors")
+
+
+def refuse_other_member(tensor_names: Iterable[str], config: CheckpointConfig, where: str) -> None:
+    """CheckpointError if the LM weights (their tensors' names, from `where`) are another member
+    of the family's (`model.family`): MoshiVis's, PersonaPlex's."""
+    refused = family.weights_refusal(tensor_names, config.lm.dep_q)
+    if refused:
+        raise CheckpointError(f"{where}: {refused}")
 
 
 # --- Safetensors headers ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config import CheckpointConfig
 from .files import (
     DEFAULT_REPO,
     CheckpointError,
@@ -33,8 +34,11 @@ from .files import (
     leaves_folder,
     outside_error,
     read_config,
+    read_header,
     read_mimi_config,
+    refuse_other_member,
     resolve_folder,
+    weights_tell_the_member,
 )
 
 
@@ -156,6 +160,8 @@ class _Fetcher:
         config = read_config(config_path, f"config.json of {self.repo}")
         names = config.file_names
         references = {key: self.reference(key, name) for key, name in names.items()}
+        if weights_tell_the_member(config):  # before any weights are downloaded
+            self.refuse_other_member(config, *references["moshi_name"])
         self.count = len(references)
         paths = {
             key: self.fetch(repo, filename, index=index)
@@ -170,6 +176,32 @@ class _Fetcher:
         )
         lm, mimi, tokenizer = (paths[k] for k in ("moshi_name", "mimi_name", "tokenizer_name"))
         return ModelFiles(lm.parent, config, mimi_config, lm, mimi, tokenizer)
+
+    def refuse_other_member(self, config: CheckpointConfig, repo: str, filename: str) -> None:
+        """CheckpointError if the LM weights are another member of the family's (MoshiVis's,
+        PersonaPlex's: `model.family`), told by their safetensors header: the cached file's, or
+        the hub's first bytes of it (`get_safetensors_metadata`'s way), never the whole file.
+        Where neither can be had, nothing is said: the download and the loading go on."""
+        from huggingface_hub import HfApi, try_to_load_from_cache
+
+        where = f"{filename} of {repo}"
+        cached = try_to_load_from_cache(repo, filename, revision=self.revision)
+        if isinstance(cached, str):
+            try:
+                names = list(read_header(cached))
+            except CheckpointError:
+                return  # loading it says what is wrong with it
+        elif self.local_only:
+            return
+        else:
+            try:
+                header = HfApi().parse_safetensors_file_metadata(
+                    repo, filename, revision=self.revision
+                )
+            except Exception:  # not there, not safetensors, no range requests: the download says
+                return
+            names = list(header.tensors)
+        refuse_other_member(names, config, where)
 
     def reference(self, key: str, name: str) -> tuple[str, str]:
         """(repository, file name) of the file that `key` of config.json names: in this

@@ -55,26 +55,33 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
         folder = hub.repos.get(match.group(1)) if match else None
         if folder is None:
             return self._error("RepoNotFound")
+        if match.group(1) in hub.gated:
+            return self._error("GatedRepo")
         path = folder / match.group(3)
         if not path.is_file():
             return self._error("EntryNotFound")
         data = path.read_bytes()
-        start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-")).group(1))
+        span = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "bytes=0-"))
+        start, end = int(span.group(1)), int(span.group(2)) if span.group(2) else None
         hub.requests.append((self.command, match.group(3), start))
-        self.send_response(206 if start else 200)
+        hub.ranges.append((self.command, match.group(3), start, end))
+        if end is not None:  # a part only, as huggingface_hub asks for a safetensors header
+            data = data[: end + 1]
+        self.send_response(206 if start or end is not None else 200)
         self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
         self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(data) - start))
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if start or end is not None:
+            total = path.stat().st_size
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{total}")
         self.end_headers()
         if with_body:
             for i in range(start, len(data), 65536):  # in pieces, as a real server streams
                 self.wfile.write(data[i : i + 65536])
 
     def _error(self, code: str) -> None:
-        self.send_response(404)
+        self.send_response(403 if code == "GatedRepo" else 404)
         self.send_header("X-Error-Code", code)
         if code == "EntryNotFound":  # the hub names the commit it looked in
             self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
@@ -88,13 +95,16 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     """A Hugging Face hub on 127.0.0.1 serving `hub.repos` ({repo id: folder}), online mode on,
-    and an empty cache of its own. `hub.requests` records (method, file, first byte);
-    `hub.use_endpoint(url)` points huggingface_hub elsewhere."""
+    and an empty cache of its own. `hub.requests` records (method, file, first byte), and
+    `hub.ranges` (method, file, first byte, last byte or None); the repositories in `hub.gated`
+    answer as gated ones do to a user without access. `hub.use_endpoint(url)` points
+    huggingface_hub elsewhere."""
     from huggingface_hub import constants
 
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHubHandler)
-    hub.repos, hub.requests = {}, []
-    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    hub.repos, hub.requests, hub.ranges, hub.gated = {}, [], [], set()
+    # a short poll: shutdown() waits for it, at the end of every test that uses the hub
+    thread = threading.Thread(target=hub.serve_forever, args=(0.02,), daemon=True)
     thread.start()
 
     def use_endpoint(endpoint: str) -> None:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from model.files import WEIGHTS_LICENCE_NAME, WEIGHTS_LICENCE_URL
-
 from . import __version__
 
 NAME = "moshi-desktop"  # the command, the distribution, the icon's name
@@ -64,8 +62,6 @@ LINKS = (
     Link("Kyutai's Moshi", "https://github.com/kyutai-labs/moshi"),
     Link("Moshi's weights on Hugging Face", "https://huggingface.co/kyutai"),
 )
-
-WEIGHTS_LICENCE = Licence("Moshi's weights (Kyutai)", WEIGHTS_LICENCE_NAME, WEIGHTS_LICENCE_URL)
 
 # What a bundle ships besides our code. Qt is used unmodified as shared libraries (LGPL-3.0: a
 # user may replace them).

@@ -1,12 +1,12 @@
 """A model's files, without torch: what the app may know of the model before loading it.
 
-The catalog of Kyutai's published checkpoints, the default one and the weights' licence; what a
-repository id looks like; finding a model's files in a folder (config.json optional, as in Kyutai's
-loader; the file names it gives must stay inside the folder) and reading its configs; and reading a
-safetensors header (8 bytes of length, then a JSON table of every tensor's name, dtype, shape and
-byte range) without touching the tensors. Frame size, sample rate and the default file names are in
-`model.config`, torch-free too. Tensors are `model.checkpoint`'s. A checkpoint of another member
-of the family (`model.family`) is refused before its weights are loaded.
+What a repository id looks like; finding a model's files in a folder (config.json optional, as in
+Kyutai's loader; the file names it gives must stay inside the folder) and reading its configs; and
+reading a safetensors header (8 bytes of length, then a JSON table of every tensor's name, dtype,
+shape and byte range) without touching the tensors. Frame size, sample rate and the default file
+names are in `model.config`, the known repositories and their licences in `model.catalog`, all
+torch-free too. Tensors are `model.checkpoint`'s. A checkpoint of another member of the family
+(`model.family`) is refused before its weights are loaded.
 
 This module and `model.config` import neither torch nor anything that does (a test checks), so the
 window and the command line can use them without loading PyTorch.
@@ -24,26 +24,12 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
 from . import family
+from .catalog import DEFAULT_REPO
 from .config import CheckpointConfig, ConfigError, LMConfig, MimiConfig
 from .finetune import CONSOLIDATED_NAME, LORA_NAME, LoraFiles, finetune_config, lora_settings
 from .finetune import shape_differences as lora_shape_differences
 
-# --- The catalog -----------------------------------------------------------------------------------
-
-DEFAULT_REPO = "kyutai/moshiko-pytorch-bf16"
-CATALOG: dict[str, str] = {  # repository id -> what it is, for menus
-    "kyutai/moshiko-pytorch-bf16": "Moshiko (male voice), bfloat16, 15.4 GB",
-    "kyutai/moshika-pytorch-bf16": "Moshika (female voice), bfloat16, 15.4 GB",
-    "kyutai/moshiko-pytorch-q8": "Moshiko (male voice), int8, 8 GB",
-    "kyutai/moshika-pytorch-q8": "Moshika (female voice), int8, 8 GB",
-}
-
-WEIGHTS_LICENCE_NAME = "CC-BY 4.0"
-WEIGHTS_LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/"
-WEIGHTS_LICENCE = (
-    "Moshi's weights are published by Kyutai under the Creative Commons Attribution 4.0 licence "
-    f"({WEIGHTS_LICENCE_NAME}): {WEIGHTS_LICENCE_URL}"
-)
+# --- Choices and outcomes --------------------------------------------------------------------------
 
 # Where the model runs and at which dtype: the choices of --device, --dtype and the settings.
 DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: CUDA, then MPS, then the CPU

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .catalog import DEFAULT_REPO, gated_message
 from .config import CheckpointConfig
 from .files import (
-    DEFAULT_REPO,
     CheckpointError,
     ModelFiles,
     has_repo_id_form,
@@ -183,6 +183,7 @@ class _Fetcher:
         the hub's first bytes of it (`get_safetensors_metadata`'s way), never the whole file.
         Where neither can be had, nothing is said: the download and the loading go on."""
         from huggingface_hub import HfApi, try_to_load_from_cache
+        from huggingface_hub.errors import GatedRepoError
 
         where = f"{filename} of {repo}"
         cached = try_to_load_from_cache(repo, filename, revision=self.revision)
@@ -198,6 +199,8 @@ class _Fetcher:
                 header = HfApi().parse_safetensors_file_metadata(
                     repo, filename, revision=self.revision
                 )
+            except GatedRepoError:
+                raise CheckpointError(gated_message(repo, _has_token())) from None
             except Exception:  # not there, not safetensors, no range requests: the download says
                 return
             names = list(header.tensors)
@@ -257,15 +260,12 @@ class _Fetcher:
             if optional:
                 return None
             raise CheckpointError(f"{repo} has no file {filename}") from None
+        except GatedRepoError:  # before RepositoryNotFoundError, its base class
+            raise CheckpointError(gated_message(repo, _has_token())) from None
         except RepositoryNotFoundError:
             raise CheckpointError(
                 f"repository {repo} not found on the Hugging Face hub (or it is private: log in "
                 "with `hf auth login`)"
-            ) from None
-        except GatedRepoError:
-            raise CheckpointError(
-                f"{repo} is gated: accept its terms on huggingface.co and "
-                "log in with `hf auth login`"
             ) from None
         except RevisionNotFoundError:
             raise CheckpointError(f"{repo} has no revision {self.revision}") from None
@@ -337,6 +337,13 @@ class _Fetcher:
             f"and run `moshi-desktop download --model {self.repo}`, or pass a local folder "
             "with --model"
         )
+
+
+def _has_token() -> bool:
+    """Whether huggingface_hub has a token to send (HF_TOKEN, or `hf auth login`'s)."""
+    from huggingface_hub import get_token
+
+    return get_token() is not None
 
 
 def _gb(size: int) -> str:

@@ -8,8 +8,9 @@ import math
 import sys
 from collections.abc import Callable
 
+from model.catalog import DEFAULT_REPO, licence_notice
 from model.config import LMConfig
-from model.files import DEFAULT_REPO, DEVICES, DTYPES, WEIGHTS_LICENCE
+from model.files import DEVICES, DTYPES
 
 from ..errors import UserError
 
@@ -20,9 +21,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=DEFAULT_REPO,
         metavar="REPO_OR_FOLDER",
-        help="a Hugging Face repository id (default %(default)s; also "
-        "kyutai/moshika-pytorch-bf16 and the -q8 siblings), downloaded into the Hugging Face "
-        "cache, or a local folder in Kyutai's layout",
+        help="a Hugging Face repository id (default %(default)s; `moshi-desktop download "
+        "--list` shows the ones this app knows), downloaded into the Hugging Face cache, or a "
+        "local folder in Kyutai's layout",
     )
     parser.add_argument("--revision", help="a branch, tag or commit of the repository")
     parser.add_argument(
@@ -142,18 +143,19 @@ def load_pipeline(args: argparse.Namespace, sampling=None):
 
 
 class ProgressBars:
-    """Draws one tqdm bar per file on stderr; shows the weights' licence before the first."""
+    """Draws one tqdm bar per file on stderr; shows the licence of the weights of the repository
+    downloaded from (its catalog entry's) before the first, unless `licence_shown` already."""
 
-    def __init__(self) -> None:
+    def __init__(self, licence_shown: bool = False) -> None:
         self.bar = None
         self.filename = None
-        self.licence_shown = False
+        self.licence_shown = licence_shown
 
     def __call__(self, update) -> None:
         from tqdm import tqdm
 
         if not self.licence_shown:
-            print(WEIGHTS_LICENCE, file=sys.stderr)
+            print(licence_notice(update.repo), file=sys.stderr)
             self.licence_shown = True
         if update.filename != self.filename:
             self.close()
@@ -177,12 +179,13 @@ class ProgressBars:
             self.bar = None
 
 
-def locate(args: argparse.Namespace):
+def locate(args: argparse.Namespace, licence_shown: bool = False):
     """The files of `args.model` (with `args.revision`, `args.offline`), downloading what is
-    missing with progress bars; every failure is a UserError."""
+    missing with progress bars (after the weights' licence, unless `licence_shown`); every
+    failure is a UserError."""
     from ..engine.local import locate as locate_files
 
-    bars = ProgressBars()
+    bars = ProgressBars(licence_shown)
     try:
         return locate_files(
             args.model,

@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from model.catalog import DEFAULT_REPO
 from model.config import FRAME_SIZE, SAMPLE_RATE, LMConfig
-from model.files import DEFAULT_REPO
 
 from ..errors import UsageError, UserError
 from .arguments import add_model_arguments, load_pipeline

@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.catalog import CATALOG, DEFAULT_REPO
 from model.config import SAMPLE_RATE
-from model.files import DEFAULT_REPO, FAIL, OK, WARN
+from model.files import FAIL, OK, WARN
 
 from ..logs import log_path
 from .arguments import add_model_arguments
@@ -112,6 +113,9 @@ def check_model(args: argparse.Namespace) -> Section:
     from model.pipeline import resolve_device, resolve_dtype, wants_int8
 
     section = Section(f"Model  {args.model}")
+    entry = CATALOG.get(args.model)
+    if entry is not None:  # what it is and its licence, before the files
+        section.add(OK, f"{entry.title}: {entry.facts}\n{entry.licence_notice}")
     try:
         files = model_files(args)
     except (CheckpointError, ConfigError) as e:

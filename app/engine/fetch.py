@@ -81,7 +81,8 @@ class CheckResult:
 
     `files`: the files to download when not cached (all of them when cached), with sizes where
     known. `message` (one sentence) and `missing`/`reason` say why it is not ready, as in
-    `FetchFailed`. `description`: what the model is, for the known Kyutai repositories.
+    `FetchFailed`. `description`: what the model is, and its language, size and licence, for the
+    repositories of the catalog (`model.catalog`).
     `advice`: a word on running it on this machine, before downloading it (see `ModelFetch`)."""
 
     source: str
@@ -187,14 +188,16 @@ def check(source: str, revision: str | None = None, offline: bool | None = None)
     try:
         from huggingface_hub import constants
 
-        from model.files import CATALOG, CheckpointError, is_repo_id
+        from model.catalog import CATALOG
+        from model.files import CheckpointError, is_repo_id
         from model.hub import locate_model
     except ImportError as e:
         return CheckResult(source, False, message=f"the model code cannot be loaded ({e})")
 
     offline = bool(offline) or (offline is None and constants.is_offline_mode())
     is_repo = is_repo_id(source)
-    description = CATALOG.get(source, "")
+    entry = CATALOG.get(source)
+    description = f"{entry.title}: {entry.about}\n{entry.facts}" if entry else ""
     try:
         files = locate_model(source, revision=revision, offline=offline, download=False)
     except CheckpointError as e:

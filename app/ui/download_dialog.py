@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import math
 import queue
+import re
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QResizeEvent, QShowEvent
@@ -39,12 +40,8 @@ from app.engine.fetch import (
     FetchFailed,
     FetchProgress,
 )
-from model.files import (
-    WEIGHTS_LICENCE,
-    WEIGHTS_LICENCE_NAME,
-    WEIGHTS_LICENCE_URL,
-    format_bytes,
-)
+from model.catalog import CATALOG, repo_url
+from model.files import format_bytes, has_repo_id_form
 
 POLL_MS = 100
 TITLES = {  # what the dialog is doing; "failed" says which failure
@@ -56,6 +53,7 @@ TITLES = {  # what the dialog is doing; "failed" says which failure
     "failed": "Download failed",
 }
 MISSING_TITLE = "Model files missing"  # the check found files missing that cannot be downloaded
+UNUSABLE_TITLE = "Model cannot be used"  # a folder this app cannot run (another kind of model)
 _BAR_STEPS = 1000  # QProgressBar holds an int: bytes of a 15 GB model would not fit
 LOCAL_FOLDER_HINT = "Settings → Model → Local folder…"
 
@@ -74,14 +72,50 @@ def _sentence(text: str) -> str:
     text = text.strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    if not any(c in text.split()[0] for c in "./\\"):  # a file or repository name stays as it is
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?", "…")) else text + "."
 
 
-def _licence_html() -> str:
-    sentence = WEIGHTS_LICENCE.removesuffix(": " + WEIGHTS_LICENCE_URL)
-    link = f'<a href="{html.escape(WEIGHTS_LICENCE_URL)}">{WEIGHTS_LICENCE_NAME}</a>'
-    return html.escape(sentence).replace(WEIGHTS_LICENCE_NAME, link) + "."
+def _link(url: str, text: str) -> str:
+    return f'<a href="{html.escape(url)}">{html.escape(text)}</a>'
+
+
+def licence_html(source: str) -> str:
+    """The licence of the weights at `source` as its catalog entry gives it (linked), and what a
+    gated repository asks before its files can be downloaded; for a repository the catalog does
+    not know, where to read its licence."""
+    entry = CATALOG.get(source)
+    if entry is None:
+        if not has_repo_id_form(source):
+            return "Read the licence of the model's weights before you download them."
+        return (
+            f"{html.escape(source)} is not in this app's catalog: read its weights' licence on "
+            f"{_link(repo_url(source), 'its page')} before you download them."
+        )
+    licence = entry.licence
+    text = (
+        f"Weights published by {html.escape(entry.publisher)} under "
+        f"{_link(licence.url, licence.name)} ({html.escape(licence.full_name)}): "
+        f"{html.escape(licence.terms)}."
+    )
+    if entry.gated:
+        text += (
+            f"<br><b>Gated:</b> accept its licence on {_link(entry.url, 'its page')} (logged in "
+            "to Hugging Face), then give this app your token: <code>hf auth login</code> (or "
+            "<code>huggingface-cli login</code>) in a terminal, or the HF_TOKEN environment "
+            "variable."
+        )
+    return text
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+?(?=[.,;:)]*(?:\s|$))")
+
+
+def _message_html(text: str) -> str:
+    """A message as one sentence of rich text, its web addresses made links."""
+    escaped = html.escape(_sentence(text))
+    return _URL.sub(lambda m: f'<a href="{m[0]}">{m[0]}</a>', escaped)
 
 
 class DownloadDialog(QDialog):
@@ -103,6 +137,8 @@ class DownloadDialog(QDialog):
         self.title_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.description_label = QLabel()
         self.description_label.setAccessibleName("Model description")
+        self.description_label.setWordWrap(True)
+        self.description_label.setTextFormat(Qt.TextFormat.RichText)
         self.description_label.hide()
         self.size_label = QLabel()
         self.size_label.setAccessibleName("Download size")
@@ -112,7 +148,7 @@ class DownloadDialog(QDialog):
         self.advice_label.setTextFormat(Qt.TextFormat.PlainText)
         self.advice_label.setStyleSheet("color: #b35900;")
         self.advice_label.hide()
-        self.licence_label = QLabel(_licence_html())
+        self.licence_label = QLabel(licence_html(getattr(fetch, "source", "") or ""))
         self.licence_label.setAccessibleName("Licence")
         self.licence_label.setWordWrap(True)
         self.licence_label.setOpenExternalLinks(True)
@@ -131,7 +167,11 @@ class DownloadDialog(QDialog):
         self.message_label.setAccessibleName("Message")
         self.message_label.setWordWrap(True)
         self.message_label.setTextFormat(Qt.TextFormat.RichText)
-        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label.setOpenExternalLinks(True)  # a gated repository's page, say
+        self.message_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextBrowserInteraction
+            | Qt.TextInteractionFlag.TextSelectableByMouse
+        )
 
         self.download_button = QPushButton("&Download")
         self.cancel_button = QPushButton("&Cancel")
@@ -237,7 +277,7 @@ class DownloadDialog(QDialog):
         try:
             self.fetch.start()
         except RuntimeError as e:  # the last download has not finished stopping
-            self._enter("failed", html.escape(_sentence(str(e))))
+            self._enter("failed", _message_html(str(e)))
 
     @Slot()
     def _cancel(self) -> None:
@@ -309,7 +349,7 @@ class DownloadDialog(QDialog):
             if event.missing:
                 self._enter("failed", _missing_html(event.missing, event.reason))
             else:
-                self._enter("failed", html.escape(_sentence(event.message)))
+                self._enter("failed", _message_html(event.message))
 
     def _show_check(self, result: CheckResult) -> None:
         if result.cached and result.folder:
@@ -318,14 +358,17 @@ class DownloadDialog(QDialog):
             self.accept()
             return
         if result.description:
-            self.description_label.setText(html.escape(result.description))
+            self.description_label.setText(html.escape(result.description).replace("\n", "<br>"))
             self.description_label.show()
         self.advice_label.setText(result.advice)
         self.advice_label.setVisible(bool(result.advice))
         count = len(result.files)
         files = f"{count} files" if count != 1 else "1 file"
+        entry = CATALOG.get(result.source)
         if result.total_size is not None:
             self.size_label.setText(f"Download size: {format_bytes(result.total_size)} ({files})")
+        elif entry is not None:  # the hub did not say: the catalog's published size
+            self.size_label.setText(f"Download size: about {entry.size_text}")
         elif count:
             self.size_label.setText(f"Download size: not known yet ({files})")
         else:
@@ -335,7 +378,9 @@ class DownloadDialog(QDialog):
             self._enter("failed", _missing_html(result.missing, result.reason), MISSING_TITLE)
         elif not result.is_repo:
             self.size_label.clear()
-            self._enter("failed", html.escape(_sentence(result.message)), MISSING_TITLE)
+            missing = "missing" in result.message or "not found" in result.message
+            title = MISSING_TITLE if missing else UNUSABLE_TITLE
+            self._enter("failed", _message_html(result.message), title)
         else:
             self._enter("offer")
 

@@ -57,7 +57,7 @@ from app.engine.messages import (
     TextPiece,
 )
 from app.logs import log_path
-from model.files import CATALOG
+from model.catalog import CATALOG
 
 from .settings import Settings, is_folder_source
 from .settings_dialog import SettingsDialog
@@ -358,10 +358,10 @@ class MainWindow(QMainWindow):
         if is_folder_source(s.model_source):
             lines.append(f"Moshi runs on this computer, from the folder {s.model_source}.")
         else:
-            about = CATALOG.get(s.model_source, "")
+            entry = CATALOG.get(s.model_source)
             lines.append(
                 f"Moshi runs on this computer: {s.model_source}"
-                + (f" ({about})" if about else "")
+                + (f" ({entry.title}; {entry.facts})" if entry else "")
                 + ". If it is not on this computer yet, the first Start offers to download it."
             )
         lines += [
@@ -639,7 +639,8 @@ class MainWindow(QMainWindow):
     def show_about(self) -> None:
         from .about_dialog import AboutDialog
 
-        AboutDialog(self).exec()
+        local = self.settings.backend != "remote"
+        AboutDialog(self, self.settings.model_source if local else None).exec()
 
     def event(self, event: QEvent) -> bool:
         """Space is Start / Stop only where the focus has no use for it: a focused button (Mute,

@@ -22,7 +22,8 @@ from PySide6.QtCore import QByteArray, QSettings
 from app.engine.messages import SetSampling
 from app.engine.remote import DEFAULT_SERVER, server_url
 from app.errors import UserError
-from model.files import DEFAULT_REPO, DEVICES, DTYPES, is_repo_id
+from model.catalog import DEFAULT_REPO
+from model.files import DEVICES, DTYPES, is_repo_id
 
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"

@@ -16,6 +16,7 @@ Audio devices are listed by the caller (sounddevice lives outside app/ui) as
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ from PySide6.QtWidgets import (
 from app.engine.messages import SetSampling
 from app.engine.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
 from app.errors import UserError
+from model.catalog import CATALOG, Entry
 from model.config import ConfigError
-from model.files import CATALOG, CheckpointError, is_repo_id, resolve_folder
+from model.files import CheckpointError, is_repo_id, resolve_folder
 
 from .number_edit import NumberEdit
 from .settings import (
@@ -275,8 +277,8 @@ class SettingsDialog(QDialog):
     def _model_group(self) -> QGroupBox:
         self.model_combo = QComboBox()
         self.model_combo.setAccessibleName("Model")
-        for repo, description in CATALOG.items():
-            self.model_combo.addItem(description, repo)
+        for repo, entry in CATALOG.items():
+            self.model_combo.addItem(entry.summary, repo)
             self.model_combo.setItemData(
                 self.model_combo.count() - 1, repo, Qt.ItemDataRole.ToolTipRole
             )
@@ -308,6 +310,11 @@ class SettingsDialog(QDialog):
         self.revision_edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"\S*")))
         self.offline_check = QCheckBox("Use only downloaded files (off&line)")
         self.offline_check.setAccessibleName("Offline")
+        self.model_note = _note("")
+        self.model_note.setAccessibleName("About the model")
+        self.model_note.setTextFormat(Qt.TextFormat.RichText)
+        self.model_note.setOpenExternalLinks(True)
+        self.model_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.problem_label = QLabel()
         self.problem_label.setWordWrap(True)
         self.problem_label.setAccessibleName("Problem")
@@ -319,6 +326,7 @@ class SettingsDialog(QDialog):
 
         self._model_form = form = _form()
         form.addRow(_label("&Model:", self.model_combo), self.model_combo)
+        form.addRow("", self.model_note)
         form.addRow(_label("&Repository:", self.repo_edit), self.repo_edit)
         form.addRow(_label("&Folder:", self.folder_edit), folder_row)
         form.addRow(_label("Revisio&n:", self.revision_edit), self.revision_edit)
@@ -506,6 +514,8 @@ class SettingsDialog(QDialog):
         kind = self.model_combo.currentData()
         if kind in CATALOG:
             self.repo_edit.setText(kind)
+            self.model_note.setText(entry_html(CATALOG[kind]))
+        self._model_form.setRowVisible(self.model_note, kind in CATALOG)
         self.repo_edit.setReadOnly(kind != CUSTOM)
         self._model_form.setRowVisible(self.repo_edit, kind != FOLDER)
         self._model_form.setRowVisible(self.folder_edit.parentWidget(), kind == FOLDER)
@@ -576,6 +586,26 @@ def _group(title: str, form: QFormLayout) -> QGroupBox:
     group.setLayout(form)
     group.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
     return group
+
+
+def entry_html(entry: Entry) -> str:
+    """What a catalog entry is, its language, size and licence (linked), and what a gated one
+    asks before it can be downloaded: rich text for the model's note."""
+    licence = entry.licence
+    text = (
+        f"{html.escape(entry.about)}<br>{html.escape(entry.language_text)} · about "
+        f"{html.escape(entry.size_text)} · "
+        f'<a href="{html.escape(licence.url)}">{html.escape(licence.name)}</a> '
+        f"({html.escape(licence.terms)})"
+    )
+    if entry.gated:
+        text += (
+            f'<br>Gated: accept its licence on <a href="{html.escape(entry.url)}">its page</a> '
+            "(logged in to Hugging Face), then give this app your token: "
+            "<code>hf auth login</code> (or <code>huggingface-cli login</code>) in a terminal, "
+            "or the HF_TOKEN environment variable."
+        )
+    return text
 
 
 def _note(text: str) -> QLabel:

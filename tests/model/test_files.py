@@ -1,5 +1,5 @@
-"""model/files.py: the model's facts without torch: the catalog, repository ids, headers, and the
-file names config.json gives (which must stay in the model's folder)."""
+"""model/files.py: the model's facts without torch: repository ids, headers, and the file names
+config.json gives (which must stay in the model's folder). The catalog: test_catalog.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import pytest
 
 from model.config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME
 from model.files import (
-    CATALOG,
-    DEFAULT_REPO,
     CheckpointError,
     dtype_name,
     format_bytes,
@@ -29,17 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_facts_import_without_torch():
     """The window and the command line read these before any model runs: no torch."""
     code = (
-        "import sys, model.files, model.config, model.hub; "
+        "import sys, model.files, model.config, model.hub, model.catalog, model.family; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'safetensors')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
-
-
-def test_the_default_is_in_the_catalog_and_each_entry_is_a_repository_id():
-    assert DEFAULT_REPO in CATALOG and all(is_repo_id(repo) for repo in CATALOG)
 
 
 @pytest.mark.parametrize(

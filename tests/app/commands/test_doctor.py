@@ -189,6 +189,20 @@ def test_repository_not_in_the_cache_fails_without_downloading(capsys) -> None:
     status, out = run_doctor(capsys, "--model", "kyutai/moshiko-pytorch-bf16", "--device", "cpu")
     assert status == 1
     assert "kyutai/moshiko-pytorch-bf16/model.safetensors" in status_lines(out, "FAIL")[0]
+    # what the catalog says of it, first
+    assert (
+        status_lines(out, "ok")[0]
+        == "ok    Moshiko (male voice), bfloat16: English · 15.8 GB · CC-BY 4.0"
+    )
+
+
+def test_another_member_of_the_family_is_named(capsys, tmp_path: Path) -> None:
+    folder = tmp_path / "hibiki"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "hibiki"}')
+    status, out = run_doctor(capsys, "--model", str(folder), "--device", "cpu")
+    assert status == 1
+    assert "this is Hibiki, Kyutai's French-to-English" in status_lines(out, "FAIL")[0]
 
 
 def test_cuda_asked_for_without_cuda_fails(capsys, memory, tiny_checkpoint: Path) -> None:

@@ -12,7 +12,7 @@ from app.ui.settings import Settings
 
 
 def test_the_about_dialog_names_version_licences_and_links(qtbot) -> None:
-    dialog = AboutDialog()
+    dialog = AboutDialog(model_source="kyutai/moshiko-pytorch-bf16")
     qtbot.addWidget(dialog)
     text = dialog.text.text()
     assert f"Moshi Desktop {app.__version__}" in text
@@ -22,6 +22,22 @@ def test_the_about_dialog_names_version_licences_and_links(qtbot) -> None:
     assert "LGPL-3.0" in text  # Qt, shipped in the bundle
     assert "PyTorch " in text and "Qt " in text
     assert dialog.text.openExternalLinks()
+
+
+@pytest.mark.parametrize(
+    ("source", "shown", "not_shown"),
+    [
+        ("nu-dialogue/j-moshi", ["CC BY-NC 4.0", "Nagoya University", "non-commercial"], ["CC-BY"]),
+        ("kyutai/moshika-rl-seamless", ["CC BY-NC 4.0", "Kyutai"], ["CC-BY"]),
+        ("someone/their-moshi", ["not in this app's catalog", "someone/their-moshi"], ["CC-BY"]),
+        (None, ["not in this app's catalog"], ["CC-BY", "CC BY"]),
+    ],
+)
+def test_the_weights_licence_is_the_chosen_models(qtbot, source, shown, not_shown) -> None:
+    dialog = AboutDialog(model_source=source)
+    qtbot.addWidget(dialog)
+    text = dialog.text.text()
+    assert all(s in text for s in shown) and not any(s in text for s in not_shown)
 
 
 def test_the_icon_has_every_size(qtbot) -> None:
@@ -53,3 +69,4 @@ def test_help_about_opens_the_about_dialog(launched, monkeypatch) -> None:
     about = next(a for a in help_menu.actions() if "About" in a.text())
     about.trigger()
     assert len(opened) == 1 and opened[0].parent() is window
+    assert "CC-BY 4.0" in opened[0].text.text()  # the chosen model's: Moshiko, the default

@@ -21,7 +21,9 @@ from app.engine.fetch import (
     ModelFetch,
 )
 from app.ui.download_dialog import DownloadDialog, format_bytes, format_eta
-from model.files import WEIGHTS_LICENCE_URL as LICENSE_URL
+from model.catalog import CATALOG, CC_BY
+
+LICENSE_URL = CC_BY.url
 
 ROOT = Path(__file__).resolve().parents[3]
 REPO = "kyutai/moshiko-pytorch-bf16"
@@ -238,11 +240,12 @@ def test_escape_closes_the_offer(qtbot):
 
 
 def test_importing_the_dialog_loads_neither_torch_nor_the_model():
-    """Only the model's torch-free facts (model.files, model.config)."""
+    """Only the model's torch-free facts (model.files, model.config, model.catalog, ...)."""
     code = (
         "import sys, app.ui.download_dialog; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model') "
-        "and m not in ('model', 'model.config', 'model.files')))"
+        "and m not in ('model', 'model.config', 'model.files', 'model.catalog', 'model.family', "
+        "'model.hf_config', 'model.finetune')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
@@ -302,8 +305,66 @@ def test_the_title_says_what_the_dialog_does(qtbot):
     assert dialog.windowTitle() == "Download failed"
 
     offline = CheckResult(REPO, cached=False, missing=(f"{REPO}/model.safetensors",), offline=True)
-    local = CheckResult("/models/mine", cached=False, is_repo=False, message="no such folder")
+    local = CheckResult(
+        "/models/mine", cached=False, is_repo=False, message="model folder not found: /models/mine"
+    )
     for check in (offline, local):  # nothing can be downloaded: it says what is wrong instead
         dialog = open_dialog(qtbot, ScriptedFetch(check))
         qtbot.waitUntil(lambda dialog=dialog: dialog.state == "failed")
         assert dialog.windowTitle() == "Model files missing"
+    refused = CheckResult(
+        "/models/hibiki",
+        cached=False,
+        is_repo=False,
+        message="/models/hibiki/config.json: this is Hibiki, Kyutai's French-to-English speech "
+        'translation model (model_type "hibiki"), which this app does not run',
+    )
+    dialog = open_dialog(qtbot, ScriptedFetch(refused))
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    assert dialog.windowTitle() == "Model cannot be used"
+    assert dialog.message_label.text().startswith("/models/hibiki/config.json: this is Hibiki,")
+
+
+class GatedFetch(ScriptedFetch):
+    source = "kyutai/moshika-rl-seamless"
+
+
+def test_a_catalog_entry_shows_its_own_licence_and_what_a_gated_one_asks(qtbot):
+    entry = CATALOG[GatedFetch.source]
+    check = CheckResult(entry.repo, cached=False, description=f"{entry.title}: {entry.about}")
+    dialog, _ = offered(qtbot, GatedFetch(check))
+    licence = dialog.licence_label.text()
+    assert (
+        "CC BY-NC 4.0" in licence
+        and 'href="https://creativecommons.org/licenses/by-nc/4.0/"' in licence
+    )
+    assert "Gated" in licence and f'href="https://huggingface.co/{entry.repo}"' in licence
+    assert (
+        "hf auth login" in licence and "huggingface-cli login" in licence and "HF_TOKEN" in licence
+    )
+    assert (
+        dialog.size_label.text() == f"Download size: about {entry.size_text}"
+    )  # the hub's unknown
+
+
+def test_a_repository_outside_the_catalog_says_where_its_licence_is(qtbot):
+    class Other(ScriptedFetch):
+        source = "someone/their-moshi"
+
+    dialog, _ = offered(qtbot, Other(CheckResult("someone/their-moshi", cached=False)))
+    licence = dialog.licence_label.text()
+    assert "not in this app's catalog" in licence and "CC-BY" not in licence
+    assert 'href="https://huggingface.co/someone/their-moshi"' in licence
+
+
+def test_a_gated_repository_refused_by_the_hub_links_to_its_page(qtbot):
+    from model.catalog import gated_message
+
+    dialog, fetch = downloading(qtbot)
+    fetch.events.put(FetchFailed(gated_message("kyutai/moshika-rl-seamless", has_token=False)))
+    qtbot.waitUntil(lambda: dialog.state == "failed")
+    text = dialog.message_label.text()
+    assert text.startswith("Repository kyutai/moshika-rl-seamless is gated")
+    page = "https://huggingface.co/kyutai/moshika-rl-seamless"
+    assert f'<a href="{page}">{page}</a>' in text and "HF_TOKEN" in text
+    assert dialog.message_label.openExternalLinks()

@@ -584,7 +584,8 @@ def test_loading_says_what_else_it_does(fake_window):
 def test_before_the_first_start_the_window_says_what_it_takes(fake_window):
     assert fake_window.pages.currentWidget() is fake_window.welcome
     placeholder = fake_window.welcome.text()
-    assert "kyutai/moshiko-pytorch-bf16" in placeholder and "15.4 GB" in placeholder
+    assert "kyutai/moshiko-pytorch-bf16" in placeholder and "15.8 GB" in placeholder
+    assert "English" in placeholder and "CC-BY 4.0" in placeholder  # its catalog entry
     assert "GPU" in placeholder and "On a server" not in placeholder  # the menu's words
     assert "Where Moshi runs" in placeholder and "folder" in placeholder
     fake_window.settings.backend = "remote"

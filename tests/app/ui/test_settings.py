@@ -271,10 +271,12 @@ def test_the_user_settings_live_under_the_test_config_folder(qapp) -> None:
 
 
 def test_the_settings_modules_load_neither_torch_nor_the_model() -> None:
-    """Only the model's torch-free facts (model.files, model.config)."""
+    """Only the model's torch-free facts (model.files, model.config, model.finetune,
+    model.catalog, model.family, model.hf_config)."""
     code = (
         "import sys, app.ui.settings, app.ui.settings_dialog\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model'))\n"
-        "assert set(loaded) <= {'model', 'model.config', 'model.files'}, loaded"
+        "assert set(loaded) <= {'model', 'model.config', 'model.files', 'model.finetune', "
+        "'model.catalog', 'model.family', 'model.hf_config'}, loaded"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -22,8 +22,9 @@ from PySide6.QtWidgets import (
 from app.engine.messages import SetSampling
 from app.ui.settings import Key, Settings
 from app.ui.settings_dialog import CUSTOM, DIALOG_KEYS, FOLDER, SettingsDialog
+from model.catalog import CATALOG
+from model.catalog import DEFAULT_REPO as DEFAULT_MODEL
 from model.config import MIMI_NAME, MOSHI_NAME, TOKENIZER_NAME
-from model.files import DEFAULT_REPO as DEFAULT_MODEL
 
 DEVICES = [
     ("Built-in Microphone", True, False),
@@ -109,7 +110,9 @@ def test_loads_the_stored_values(open_dialog, settings: Settings) -> None:
     assert dialog.audio_temperature.edit.text() == "0.00"
     assert dialog.text_top_k.text() == "all"
     assert dialog.seed.value() == 1234
-    assert dialog.model_combo.currentText() == "Moshika (female voice), int8, 8 GB"
+    assert dialog.model_combo.currentText() == (
+        "Moshika (female voice), int8 · English · 8.4 GB · CC-BY 4.0"
+    )
     assert dialog.revision_edit.text() == "main"
     assert dialog.offline_check.isChecked()
     assert dialog.device_combo.currentData() == "cpu"
@@ -125,6 +128,24 @@ def test_loads_a_custom_repository(open_dialog, settings: Settings) -> None:
     dialog = open_dialog()
     assert dialog.model_combo.currentData() == CUSTOM
     assert dialog.repo_edit.text() == "someone/my-moshi" and not dialog.repo_edit.isReadOnly()
+    assert not dialog.model_note.isVisible()  # the catalog knows nothing of it
+
+
+def test_the_model_list_is_the_catalog_with_licence_size_and_language(open_dialog) -> None:
+    dialog = open_dialog()
+    listed = {
+        dialog.model_combo.itemData(i): dialog.model_combo.itemText(i) for i in range(len(CATALOG))
+    }
+    assert listed == {repo: entry.summary for repo, entry in CATALOG.items()}
+    assert "J-Moshi (Japanese), bfloat16 · Japanese · 15.8 GB · CC BY-NC 4.0" in listed.values()
+    note = dialog.model_note.text()  # the default: Moshiko
+    assert dialog.model_note.isVisible() and "creativecommons.org/licenses/by/4.0/" in note
+    assert "Gated" not in note
+    choose_model(dialog, "kyutai/moshika-rl-seamless")
+    note = dialog.model_note.text()
+    assert "CC BY-NC 4.0" in note and "Gated" in note and "HF_TOKEN" in note
+    assert 'href="https://huggingface.co/kyutai/moshika-rl-seamless"' in note
+    assert "hf auth login" in note and "huggingface-cli login" in note
 
 
 def test_loads_a_local_folder(open_dialog, settings: Settings, model_folder: Path) -> None:

@@ -1,5 +1,5 @@
 """What the commands that run the model share: their arguments (--model, --device, --dtype,
-sampling), and finding and loading the model with a progress bar on the terminal."""
+--lora, sampling), and finding and loading the model with a progress bar on the terminal."""
 
 from __future__ import annotations
 
@@ -52,6 +52,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on a CUDA GPU, launch each step's kernels one by one instead of replaying CUDA "
         "graphs (slower; also NO_CUDA_GRAPH=1)",
+    )
+
+
+def add_lora_argument(parser: argparse.ArgumentParser) -> None:
+    """--lora: a LoRA from Kyutai's moshi-finetune on top of --model (talk, chat)."""
+    parser.add_argument(
+        "--lora",
+        metavar="PATH",
+        help="a LoRA fine-tune from Kyutai's moshi-finetune, merged into the model's weights as "
+        "they load: the folder it saved (lora.safetensors and config.json), or that "
+        "lora.safetensors; --model is the base model it was trained from",
     )
 
 
@@ -191,6 +202,7 @@ def locate(args: argparse.Namespace, licence_shown: bool = False):
             args.model,
             getattr(args, "revision", None),
             getattr(args, "offline", False),
+            lora=getattr(args, "lora", None),
             download=True,
             progress=bars,
         )

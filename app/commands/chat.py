@@ -19,7 +19,12 @@ from ..errors import UserError
 
 
 def register(subparsers) -> None:
-    from .arguments import SECONDS, add_model_arguments, add_sampling_arguments
+    from .arguments import (
+        SECONDS,
+        add_lora_argument,
+        add_model_arguments,
+        add_sampling_arguments,
+    )
 
     parser = subparsers.add_parser(
         "chat",
@@ -27,13 +32,14 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[1],
     )
     add_model_arguments(parser)
+    add_lora_argument(parser)
     add_sampling_arguments(parser)
     parser.add_argument(
         "--server",
         metavar="URL",
         help="talk to Kyutai's Moshi server (python -m moshi.server, or its Rust server) instead "
         "of running the model here: ws://HOST:PORT or wss://HOST (path /api/chat unless given; "
-        "without a scheme, ws:// and port 8998). --model, --device and --dtype are then unused; "
+        "without a scheme, ws:// and port 8998). --model, --lora, --device and --dtype are unused; "
         "sampling flags and --seed are sent to the server, which honours them if it is the Rust "
         "server (the Python server ignores them)",
     )
@@ -183,6 +189,7 @@ def _run_config(args: argparse.Namespace):
     return RunConfig(
         model=args.model,
         revision=args.revision,
+        lora=args.lora,
         offline=args.offline,
         device=args.device,
         dtype=args.dtype,

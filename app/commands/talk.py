@@ -22,6 +22,7 @@ from model.config import FRAME_SIZE, SAMPLE_RATE
 from ..audio.files import check_writable, read_audio, write_text, write_wav
 from .arguments import (
     SECONDS,
+    add_lora_argument,
     add_model_arguments,
     add_sampling_arguments,
     load_pipeline,
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("output", type=Path, help="Moshi's voice, written as a 24 kHz wav")
     add_model_arguments(parser)
+    add_lora_argument(parser)
     add_sampling_arguments(parser)
     parser.add_argument(
         "--trace", type=Path, help="write a JSON Lines trace, one object per frame Moshi emits"

@@ -267,6 +267,8 @@ class Engine:
             settings.update(
                 revision=config.revision, device=config.device, dtype=config.dtype, seed=self._seed
             )
+            if getattr(config, "lora", None):
+                settings["lora"] = str(config.lora)
         if sampling is not None:
             settings.update(dataclasses.asdict(sampling))
         settings["app_version"] = __version__

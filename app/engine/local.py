@@ -21,20 +21,26 @@ def locate(
     revision: str | None = None,
     offline: bool = False,
     *,
+    lora: str | None = None,
     download: bool = False,
     progress=None,
 ):
     """The files of `model` (a folder, or a repository at `revision`), from the cache or, with
-    `download`, fetched (`progress`: a model.hub.ProgressCallback); failures are UserErrors."""
-    from model.files import CheckpointError
+    `download`, fetched (`progress`: a model.hub.ProgressCallback), with the LoRA at `lora` (a
+    folder or file) on top; failures are UserErrors."""
+    from model.files import CheckpointError, with_lora
     from model.hub import locate_model
 
     try:
-        return locate_model(
+        files = locate_model(
             model, revision=revision, offline=offline or None, download=download, progress=progress
         )
     except CheckpointError as e:
         raise UserError(f"cannot load the model: {e}") from e
+    try:
+        return with_lora(files, lora)
+    except CheckpointError as e:
+        raise UserError(f"cannot load the LoRA: {e}") from e
 
 
 def is_cached(config: RunConfig) -> bool:

@@ -18,6 +18,7 @@ from .compute import Compute
 class RunConfig:
     model: str
     revision: str | None = None
+    lora: str | None = None  # a LoRA from moshi-finetune on top of the model: its folder or file
     offline: bool = False
     device: str = "auto"
     dtype: str = "auto"
@@ -32,7 +33,7 @@ class RunConfig:
         """What, when it changes, needs the model loaded (or the server chosen) again."""
         if self.server is not None:
             return ("server", self.server)
-        return (self.model, self.revision, self.device, self.dtype)
+        return (self.model, self.revision, self.lora, self.device, self.dtype)
 
 
 def open_compute(config: RunConfig) -> Compute:
@@ -43,7 +44,7 @@ def open_compute(config: RunConfig) -> Compute:
         return RemoteSession(config.server, seed=config.seed)
     from .local import LocalCompute, load_files, locate
 
-    files = locate(config.model, config.revision, config.offline)
+    files = locate(config.model, config.revision, config.offline, lora=config.lora)
     return LocalCompute(load_files(files, config.device, config.dtype, seed=config.seed))
 
 

@@ -376,7 +376,7 @@ class DownloadDialog(QDialog):
         if result.offline and result.missing:
             self.size_label.clear()  # nothing can be downloaded now
             self._enter("failed", _missing_html(result.missing, result.reason), MISSING_TITLE)
-        elif not result.is_repo:
+        elif not result.is_repo and not result.missing:  # a folder's own problem
             self.size_label.clear()
             missing = "missing" in result.message or "not found" in result.message
             title = MISSING_TITLE if missing else UNUSABLE_TITLE

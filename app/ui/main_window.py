@@ -385,6 +385,7 @@ class MainWindow(QMainWindow):
         return RunConfig(
             model=s.model_source,
             revision=s.model_revision,
+            lora=s.lora,
             offline=s.offline,
             device=s.compute_device,
             dtype=s.dtype,

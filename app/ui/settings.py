@@ -49,6 +49,7 @@ class Key(Enum):
     SEED = "sampling/seed"
     MODEL_SOURCE = "model/source"
     MODEL_REVISION = "model/revision"
+    LORA = "model/lora"
     OFFLINE = "model/offline"
     COMPUTE_DEVICE = "compute/device"
     DTYPE = "compute/dtype"
@@ -137,6 +138,12 @@ def _model_source(raw: Any) -> str:
     raise ValueError(raw)
 
 
+def _absolute_path(raw: Any) -> str:
+    if isinstance(raw, str) and is_folder_source(raw):
+        return raw
+    raise ValueError(raw)
+
+
 def _revision(raw: Any) -> str:
     if not isinstance(raw, str) or not raw or any(c.isspace() for c in raw):
         raise ValueError(raw)
@@ -197,6 +204,7 @@ _SPECS: dict[Key, _Spec] = {
     Key.SEED: _Spec(None, _optional(_int_in(0, SEED_MAX))),
     Key.MODEL_SOURCE: _Spec(DEFAULT_REPO, _model_source),
     Key.MODEL_REVISION: _Spec(None, _optional(_revision), _store_text),
+    Key.LORA: _Spec(None, _optional(_absolute_path), _store_text),
     Key.OFFLINE: _Spec(False, _bool),
     Key.COMPUTE_DEVICE: _Spec("auto", _one_of(DEVICES)),
     Key.DTYPE: _Spec("auto", _one_of(DTYPES)),
@@ -239,6 +247,7 @@ class Settings:
     seed = _Setting[int | None](Key.SEED)  # None: a new random seed each time
     model_source = _Setting[str](Key.MODEL_SOURCE)  # a repository id or a folder's absolute path
     model_revision = _Setting[str | None](Key.MODEL_REVISION)  # None: the latest
+    lora = _Setting[str | None](Key.LORA)  # a LoRA's folder or file (absolute); None: none
     offline = _Setting[bool](Key.OFFLINE)
     compute_device = _Setting[str](Key.COMPUTE_DEVICE)  # one of DEVICES
     dtype = _Setting[str](Key.DTYPE)  # one of DTYPES

@@ -17,7 +17,7 @@ Audio devices are listed by the caller (sounddevice lives outside app/ui) as
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from app.engine.remote import DEFAULT_PORT, SAMPLING_NOTE, server_url
 from app.errors import UserError
 from model.catalog import CATALOG, Entry
 from model.config import ConfigError
-from model.files import CheckpointError, is_repo_id, resolve_folder
+from model.files import CheckpointError, is_repo_id, resolve_folder, resolve_lora, unfetched
 
 from .number_edit import NumberEdit
 from .settings import (
@@ -92,6 +92,7 @@ NEXT_START_KEYS = {  # the audio opens, and the model loads if it is another, at
     Key.SERVER_URL: "the server",
     Key.MODEL_SOURCE: "the model",
     Key.MODEL_REVISION: "the model",
+    Key.LORA: "the LoRA",
     Key.COMPUTE_DEVICE: "the compute device",
     Key.DTYPE: "the data type",
     Key.INPUT_DEVICE: "the audio devices",
@@ -303,6 +304,21 @@ class SettingsDialog(QDialog):
         folder_layout.setContentsMargins(0, 0, 0, 0)
         folder_layout.addWidget(self.folder_edit, 1)
         folder_layout.addWidget(self.browse_button)
+        self.lora_edit = QLineEdit()
+        self.lora_edit.setAccessibleName("LoRA")
+        self.lora_edit.setPlaceholderText("none")
+        self.lora_edit.setToolTip(
+            "A LoRA fine-tune made with Kyutai's moshi-finetune: the folder that holds "
+            "lora.safetensors and config.json. It is merged into the model above (the base "
+            "model it was trained from) as the model loads."
+        )
+        self.lora_browse_button = QPushButton("Browse…")
+        self.lora_browse_button.setAccessibleName("Browse for the LoRA folder")
+        lora_row = QWidget()
+        lora_layout = QHBoxLayout(lora_row)
+        lora_layout.setContentsMargins(0, 0, 0, 0)
+        lora_layout.addWidget(self.lora_edit, 1)
+        lora_layout.addWidget(self.lora_browse_button)
         self.revision_edit = QLineEdit()
         self.revision_edit.setAccessibleName("Revision")
         self.revision_edit.setPlaceholderText("latest")
@@ -323,12 +339,15 @@ class SettingsDialog(QDialog):
         self.repo_edit.textChanged.connect(self._update_problem)
         self.folder_edit.textChanged.connect(self._update_problem)
         self.browse_button.clicked.connect(self._browse)
+        self.lora_edit.textChanged.connect(self._update_problem)
+        self.lora_browse_button.clicked.connect(self._browse_lora)
 
         self._model_form = form = _form()
         form.addRow(_label("&Model:", self.model_combo), self.model_combo)
         form.addRow("", self.model_note)
         form.addRow(_label("&Repository:", self.repo_edit), self.repo_edit)
         form.addRow(_label("&Folder:", self.folder_edit), folder_row)
+        form.addRow(_label("L&oRA:", self.lora_edit), lora_row)
         form.addRow(_label("Revisio&n:", self.revision_edit), self.revision_edit)
         form.addRow("", self.offline_check)
         self.model_group = _group("Model", form)
@@ -382,6 +401,7 @@ class SettingsDialog(QDialog):
             source = kind
         backend = self.backend_combo.currentData()
         server = self.server_edit.text().strip()
+        lora = self.lora_edit.text().strip()
         return {
             Key.BACKEND: backend,
             Key.SERVER_URL: _server_or(server, self._opened_with[Key.SERVER_URL]),
@@ -392,6 +412,7 @@ class SettingsDialog(QDialog):
             Key.SEED: self.seed.value(),
             Key.MODEL_SOURCE: source,
             Key.MODEL_REVISION: (self.revision_edit.text().strip() or None) if is_repo else None,
+            Key.LORA: str(Path(lora).expanduser().absolute()) if lora else None,
             Key.OFFLINE: self.offline_check.isChecked() if is_repo else False,
             Key.COMPUTE_DEVICE: self.device_combo.currentData(),
             Key.DTYPE: self.dtype_combo.currentData(),
@@ -415,7 +436,12 @@ class SettingsDialog(QDialog):
             text = self.folder_edit.text().strip()
             if not text:
                 return "Choose the folder that holds the model."
-            return _model_folder_problem(Path(text).expanduser())
+            problem = _model_folder_problem(Path(text).expanduser())
+            if problem is not None:
+                return problem
+        lora = self.lora_edit.text().strip()
+        if lora:
+            return _sentence(resolve_lora, Path(lora).expanduser())
         return None
 
     def changed(self) -> set[Key]:
@@ -456,6 +482,7 @@ class SettingsDialog(QDialog):
             self.seed.set_value(values[Key.SEED])
             self._show_source(values[Key.MODEL_SOURCE])
             self.revision_edit.setText(values[Key.MODEL_REVISION] or "")
+            self.lora_edit.setText(values[Key.LORA] or "")
             self.offline_check.setChecked(values[Key.OFFLINE])
             _select(self.device_combo, values[Key.COMPUTE_DEVICE])
             _select(self.dtype_combo, values[Key.DTYPE])
@@ -544,6 +571,14 @@ class SettingsDialog(QDialog):
         folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", start)
         if folder:
             self.folder_edit.setText(str(Path(folder)))
+
+    @Slot()
+    def _browse_lora(self) -> None:
+        current = self.lora_edit.text().strip()
+        start = current if current and Path(current).expanduser().exists() else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose the LoRA folder", start)
+        if folder:
+            self.lora_edit.setText(str(Path(folder)))
 
     @Slot()
     def restore_defaults(self) -> None:
@@ -647,9 +682,15 @@ def _names(names: dict[Key, str], keys: set[Key]) -> str:
 
 def _model_folder_problem(folder: Path) -> str | None:
     """What keeps `folder` from loading as a model (doctor's check of the files, without
-    reading the tensors), in a sentence; None when nothing does."""
+    reading the tensors or downloading what it names in a repository), in a sentence; None
+    when nothing does."""
+    return _sentence(lambda path: resolve_folder(path, unfetched), folder)
+
+
+def _sentence(check: Callable[[Path], Any], path: Path) -> str | None:
+    """The error that `check(path)` raises for a model's files, as a sentence; None if none."""
     try:
-        resolve_folder(folder)
+        check(path)
     except (CheckpointError, ConfigError) as e:
         text = str(e).strip()
         text = text[:1].upper() + text[1:]

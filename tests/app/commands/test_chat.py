@@ -118,3 +118,16 @@ def test_a_load_error_of_several_lines_is_shown_whole(tiny_checkpoint, tmp_path,
     assert status == 1 and "Traceback" not in err
     problems = [line for line in err.splitlines() if "expected" in line and "found" in line]
     assert len(problems) >= 3, err  # each wrong shape on a line of its own, none cut
+
+
+def test_chat_runs_the_model_with_a_lora(tmp_path):
+    """--lora goes into the run's description: the engine loads it and the record names it."""
+    from app.cli import build_parser
+    from app.commands.chat import _run_config
+
+    args = build_parser().parse_args(
+        ["chat", "--model", "kyutai/moshika-pytorch-bf16", "--lora", str(tmp_path / "lora")]
+    )
+    config = _run_config(args)
+    assert config.lora == str(tmp_path / "lora")
+    assert config.model_key != _run_config(build_parser().parse_args(["chat"])).model_key

@@ -464,7 +464,9 @@ def test_the_record_names_the_model_and_how_it_ran(tmp_path):
     engine.start()
     try:
         engine.send(SetSampling(temperature=0.5, top_k=9, text_temperature=0.6, text_top_k=4))
-        config = RunConfig(model="kyutai/moshika-pytorch-bf16", revision="v1", device="cpu")
+        config = RunConfig(
+            model="kyutai/moshika-pytorch-bf16", revision="v1", lora="/loras/a", device="cpu"
+        )
         engine.send(Start(RunConfig(**{**vars(config), "dtype": "float32", "seed": 7})))
         audio.push(_frame(0.1), _frame(0.1))
         _wait_for(engine, AudioBlock, lambda e: e.time > 0)
@@ -482,6 +484,7 @@ def test_the_record_names_the_model_and_how_it_ran(tmp_path):
         "top_k": 9,
         "text_temperature": 0.6,
         "text_top_k": 4,
+        "lora": "/loras/a",
         "app_version": app.__version__,
     }
 

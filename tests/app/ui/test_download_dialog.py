@@ -286,6 +286,33 @@ def test_the_real_fetch_end_to_end(qtbot, fake_hub, tiny_checkpoint):
     assert fetch.wait(10)
 
 
+def test_a_local_fine_tune_downloads_its_bases_files(qtbot, fake_hub, tiny_checkpoint, tmp_path):
+    """A folder from moshi-finetune holds the LM only: its Mimi and tokenizer are the base
+    repository's, offered for download as a repository's own files are."""
+    import json
+    import shutil
+
+    fake_hub.repos[REPO] = tiny_checkpoint
+    folder = tmp_path / "consolidated"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoint / "model.safetensors", folder / "consolidated.safetensors")
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    config.update(mimi_config_name=f"hf://{REPO}/mimi_config.json", lora=False, lora_rank=128)
+    (folder / "config.json").write_text(json.dumps(config))
+    fetch = ModelFetch(str(folder))
+    dialog = open_dialog(qtbot, fetch)
+    qtbot.waitUntil(lambda: dialog.state == "offer", timeout=60_000)
+    with qtbot.waitSignal(dialog.accepted, timeout=60_000):
+        qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert dialog.folder == str(folder)
+    assert {file for _, file, _ in fake_hub.requests} == {
+        "tokenizer-e351c8d8-checkpoint125.safetensors",
+        "tokenizer_spm_32k_3.model",
+        "mimi_config.json",
+    }
+    assert fetch.wait(10)
+
+
 def test_the_title_says_what_the_dialog_does(qtbot):
     fetch = ScriptedFetch()
     dialog = DownloadDialog(fetch, poll_ms=10)

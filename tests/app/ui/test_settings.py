@@ -44,6 +44,7 @@ DEFAULTS = {
     Key.SEED: None,
     Key.MODEL_SOURCE: "kyutai/moshiko-pytorch-bf16",
     Key.MODEL_REVISION: None,
+    Key.LORA: None,
     Key.OFFLINE: False,
     Key.COMPUTE_DEVICE: "auto",
     Key.DTYPE: "auto",
@@ -68,6 +69,7 @@ def other_values(tmp_path: Path) -> dict[Key, object]:
         Key.SEED: 42,
         Key.MODEL_SOURCE: "kyutai/moshika-pytorch-q8",
         Key.MODEL_REVISION: "v0.1",
+        Key.LORA: str(tmp_path / "checkpoint_000500" / "consolidated"),
         Key.OFFLINE: True,
         Key.COMPUTE_DEVICE: "cuda",
         Key.DTYPE: "int8",
@@ -90,6 +92,7 @@ ATTRIBUTES = {
     Key.SEED: "seed",
     Key.MODEL_SOURCE: "model_source",
     Key.MODEL_REVISION: "model_revision",
+    Key.LORA: "lora",
     Key.OFFLINE: "offline",
     Key.COMPUTE_DEVICE: "compute_device",
     Key.DTYPE: "dtype",
@@ -173,6 +176,7 @@ def test_garbage_reads_as_the_defaults(ini: Path, tmp_path: Path) -> None:
         "[model]\n"
         "source=not a repo\n"
         "revision=has a space\n"
+        "lora=relative/lora\n"
         "offline=maybe\n"
         "[compute]\n"
         "device=tpu\n"

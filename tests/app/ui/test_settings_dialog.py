@@ -345,6 +345,42 @@ def test_browse_checks_the_folder_chosen(
     assert dialog.folder_edit.text() == str(model_folder) and dialog.ok_button.isEnabled()
 
 
+def test_a_lora_is_checked_and_saved(open_dialog, qtbot, settings, tmp_path: Path) -> None:
+    """The LoRA field beside the model: empty is none; a folder is checked as moshi-finetune's
+    LoRA (lora.safetensors and its config.json) as it is typed, and saved as an absolute path."""
+    from model.tiny import TINY_LM, write_random_lora
+
+    dialog = open_dialog()
+    choose_model(dialog, DEFAULT_MODEL)
+    assert dialog.lora_edit.isVisible() and dialog.lora_browse_button.isVisible()
+    assert dialog.ok_button.isEnabled() and dialog.values()[Key.LORA] is None
+    retype(qtbot, dialog.lora_edit, str(tmp_path))
+    assert not dialog.ok_button.isEnabled()
+    assert dialog.problem_label.text().startswith(f"{tmp_path} has no lora.safetensors")
+    lora = write_random_lora(tmp_path / "run" / "consolidated", dict(TINY_LM), rank=2)
+    retype(qtbot, dialog.lora_edit, str(lora))
+    assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()
+    assert dialog.needs_restart()
+    with qtbot.waitSignal(dialog.accepted):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert settings.lora == str(lora)
+    assert open_dialog().lora_edit.text() == str(lora)
+
+
+def test_a_fine_tune_folder_whose_mimi_is_its_bases_is_accepted(
+    open_dialog, qtbot, tmp_path: Path
+) -> None:
+    """A full fine-tune without Mimi or tokenizer: those are downloaded as it loads."""
+    folder = tmp_path / "consolidated"
+    folder.mkdir()
+    (folder / "consolidated.safetensors").write_bytes(b"")
+    (folder / "config.json").write_text('{"lora": false, "lora_rank": 128, "lora_scaling": 2.0}')
+    dialog = open_dialog()
+    choose_model(dialog, FOLDER)
+    retype(qtbot, dialog.folder_edit, str(folder))
+    assert dialog.ok_button.isEnabled(), dialog.problem_label.text()
+
+
 def test_ok_saves_everything(open_dialog, qtbot, settings: Settings, model_folder: Path) -> None:
     dialog = open_dialog()
     dialog.text_temperature.edit.set_value(0.3)

@@ -51,7 +51,6 @@ INSTEAD = (
 
 # model_type of config.json -> the member it means. "moshi" (or none) is Moshi dialogue.
 _BY_MODEL_TYPE = {"hibiki": HIBIKI, "tts": TTS, "stt": STT, "personaplex": PERSONAPLEX}
-MODEL_TYPES = tuple(_BY_MODEL_TYPE)
 
 # A conditioner that encodes reference text for the LM (MoshiRAG's "reference_with_time", an
 # ARC encoder) needs the retrieval server that finds that text.

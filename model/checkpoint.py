@@ -28,8 +28,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from . import hf_layout
 from .files import SAFETENSORS_DTYPES, CheckpointError, ModelFiles, read_header
+from .hf_layout import ShardedWeights, WeightsReader, is_index
 from .lm import LM
+from .lora import LoraMerged
 from .mimi import Mimi
 from .quant import (
     SCALE_SUFFIX,
@@ -172,7 +175,7 @@ class _WeightsFile:
     """
 
     def __init__(self, path: Path):
-        self.path = path
+        self.path, self.name = path, path.name
         if not path.is_file():
             raise CheckpointError(f"weights file not found: {path}")
         self.header: dict[str, tuple[torch.Size, torch.dtype]] = {
@@ -196,6 +199,17 @@ class _WeightsFile:
             raise CheckpointError(
                 f"{self.path.name} is not a readable safetensors file ({e})"
             ) from e
+
+
+def open_weights(path: Path) -> WeightsReader:
+    """A safetensors file, or the shards a model.safetensors.index.json names, read lazily."""
+    if is_index(path):
+        if not path.is_file():
+            raise CheckpointError(f"weights index not found: {path}")
+        sharded = ShardedWeights(path, _WeightsFile)
+        sharded.name = path.name
+        return sharded
+    return _WeightsFile(path)
 
 
 class _StateDict:
@@ -282,7 +296,7 @@ def _convert(
 
 def load_weights(
     module: nn.Module,
-    source: str | Path | dict[str, torch.Tensor],
+    source: str | Path | dict[str, torch.Tensor] | WeightsReader,
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
@@ -301,10 +315,12 @@ def load_weights(
     """
     device = torch.device(device) if device is not None else None
     if isinstance(source, (str, Path)):
-        reader: _WeightsFile | _StateDict = _WeightsFile(Path(source))
+        reader: WeightsReader = open_weights(Path(source))
         name = Path(source).name
-    else:
+    elif isinstance(source, dict):
         reader, name = _StateDict(dict(source)), "the state dict"
+    else:
+        reader, name = source, getattr(source, "name", "the weights")
     try:
         plan, int8 = _load_plan(module, reader.header)
     except CheckpointError as e:
@@ -313,7 +329,7 @@ def load_weights(
     by_key: dict[str, list[tuple[str, _Piece]]] = {}
     for target, piece in plan.items():
         by_key.setdefault(piece.key, []).append((target, piece))
-    copy = isinstance(reader, _WeightsFile)  # never keep the file's mapped pages as parameters
+    copy = not isinstance(reader, _StateDict)  # never keep a file's mapped pages as parameters
     tensors: dict[str, torch.Tensor] = {}
     for key, targets in by_key.items():
         scale_key = key + SCALE_SUFFIX
@@ -358,10 +374,28 @@ def fuse_attention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_mimi(files: ModelFiles, device: str | torch.device = "cpu") -> Mimi:
-    """Mimi in fp32 (as the original runs it), in eval mode, on `device`."""
+    """Mimi in fp32 (as the original runs it), in eval mode, on `device`. Its weights may be in
+    Kyutai's layout or transformers' (alone, as kyutai/mimi, or in a Moshi checkpoint)."""
     mimi = Mimi(files.mimi_config).to(device)
-    load_weights(mimi, files.mimi_weights)
+    reader = open_weights(files.mimi_weights)
+    prefix = hf_layout.mimi_prefix(reader.header)
+    if prefix is not None:
+        heads = files.mimi_config.transformer.num_heads
+        reader = hf_layout.mimi_weights(reader, prefix, heads, mimi.state_dict())
+        reader.name = f"Mimi's weights in {files.mimi_weights.name}"
+    load_weights(mimi, reader)
     return mimi.eval()
+
+
+def lm_reader(files: ModelFiles) -> WeightsReader:
+    """The LM's tensors under Kyutai's names, whatever the layout on disk (Kyutai's, or
+    transformers' mapped by `model.hf_layout`), read one at a time."""
+    reader = open_weights(files.lm_weights)
+    if hf_layout.is_transformers_lm(reader.header):
+        lm = files.config.lm
+        reader = hf_layout.lm_weights(reader, lm.num_heads, lm.dep_q)
+        reader.name = files.lm_weights.name
+    return reader
 
 
 def load_lm(
@@ -378,6 +412,8 @@ def load_lm(
     `quantize`: True gives int8 weight-only linears (`Int8Linear`), quantizing a float checkpoint
     while loading; False gives float linears, dequantizing a q8 checkpoint; None (the default)
     follows the checkpoint: int8 for a q8 one (config.json `"quantize": true`).
+    A LoRA (`files.lora`) is merged into the weights as they are read (`model.lora`), before
+    they are quantized or cast.
     """
     if quantize is None:
         quantize = files.config.quantize
@@ -385,5 +421,8 @@ def load_lm(
         lm = LM(files.config.lm)
     if quantize:
         quantize_linears(lm, activation_dtype=dtype)
-    load_weights(lm, files.lm_weights, dtype=dtype, device=device, assign=True)
+    reader = lm_reader(files)
+    if files.lora is not None:  # merged into the weights as they are read (model.lora)
+        reader = LoraMerged(reader, lm, files.lora, open_weights(files.lora.weights), device)
+    load_weights(lm, reader, dtype=dtype, device=device, assign=True)
     return lm.eval()

@@ -448,6 +448,8 @@ class CheckpointConfig:
     model_type: str = "moshi"
     lm_gen_config: dict[str, Any] = field(default_factory=dict)
     quantize: bool = False  # a q8 checkpoint: int8 linear weights with float32 scales
+    format: str = "kyutai"  # the layout of the files: Kyutai's, or "transformers" (model.hf_config)
+    mimi: MimiConfig | None = None  # Mimi's config where config.json holds it (transformers)
 
     def __post_init__(self) -> None:
         names = ["moshi_name", "mimi_name", "tokenizer_name"]

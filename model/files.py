@@ -23,11 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
-from . import family
+from . import family, hf_config
 from .catalog import DEFAULT_REPO
 from .config import CheckpointConfig, ConfigError, LMConfig, MimiConfig
 from .finetune import CONSOLIDATED_NAME, LORA_NAME, LoraFiles, finetune_config, lora_settings
 from .finetune import shape_differences as lora_shape_differences
+from .hf_config import is_transformers_config
 
 # --- Choices and outcomes --------------------------------------------------------------------------
 
@@ -143,10 +144,34 @@ def _local_file(folder: Path, key: str, name: str, remote: Remote | None = None)
 
 def read_config(path: Path | None, name: str) -> CheckpointConfig:
     """A checkpoint's config.json (`name` says which, in messages), or Moshi 7B's configuration
-    where there is none."""
+    where there is none. Kyutai's format, or transformers' (`model.hf_config`)."""
     if path is None:
         return CheckpointConfig()
-    return _read_json(path, name, lambda raw: CheckpointConfig.from_dict(raw, name))
+    return _read_json(path, name, lambda raw: _checkpoint_config(raw, name))
+
+
+def _checkpoint_config(raw: Any, name: str) -> CheckpointConfig:
+    if not is_transformers_config(raw):
+        return CheckpointConfig.from_dict(raw, name)
+    if raw.get("model_type") == "mimi":
+        raise ConfigError(
+            f"{name} is Mimi alone (the audio codec), not a Moshi model: choose a Moshi model, "
+            "such as kmhf/hf-moshiko or kyutai/moshiko-pytorch-bf16"
+        )
+    return hf_config.moshi_config(raw, name)
+
+
+def with_generation_config(config: CheckpointConfig, path: Path | None) -> CheckpointConfig:
+    """`config` with the sampling defaults of transformers' generation_config.json at `path`
+    (none: unchanged)."""
+    if path is None:
+        return config
+    name = str(path)
+    defaults = _read_json(path, name, hf_config.generation_defaults)
+    try:
+        return replace(config, lm_gen_config={**config.lm_gen_config, **defaults})
+    except ConfigError as e:
+        raise CheckpointError(f"{name}: {e}") from None
 
 
 def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> MimiConfig:
@@ -154,12 +179,24 @@ def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> 
     `name` says which file, in messages: Mimi's config, or config.json where there is none."""
     lm = config.lm
     num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
+    if config.mimi is not None:  # held in config.json (transformers)
+        return replace(config.mimi, num_codebooks=num_codebooks)
     if path is None:
         try:
             return MimiConfig(num_codebooks=num_codebooks)
         except ConfigError as e:
             raise CheckpointError(f"{name}: {e}") from None
-    return _read_json(path, name, lambda raw: MimiConfig.from_dict(raw, num_codebooks, name))
+    return _read_json(path, name, lambda raw: _mimi_config(raw, num_codebooks, name))
+
+
+def _mimi_config(raw: Any, num_codebooks: int, name: str) -> MimiConfig:
+    """Kyutai's Mimi config, or transformers' (kyutai/mimi can serve as a Moshi's codec)."""
+    if is_transformers_config(raw):
+        try:
+            return hf_config.mimi_config(raw, num_codebooks)
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return MimiConfig.from_dict(raw, num_codebooks, name)
 
 
 def _read_json(path: Path, name: str, build: Callable[[Any], T]) -> T:
@@ -187,6 +224,8 @@ def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFil
         raise CheckpointError(f"model folder not found: {folder}")
     config_path = folder / "config.json"
     config = read_config(config_path if config_path.is_file() else None, str(config_path))
+    if config.format == hf_config.FORMAT:
+        config = _transformers_files(folder, config)
     config = finetune_config(folder, config, DEFAULT_REPO)
     if (folder / LORA_NAME).is_file() and not (folder / config.moshi_name).is_file():
         raise CheckpointError(
@@ -209,6 +248,12 @@ def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFil
         for key, path in files.items()
         if found[key] is not None and not path.is_file()
     ]
+    if not missing and files["moshi_name"].name == hf_config.INDEX_NAME:
+        missing = [
+            f"weights shard ({name})"
+            for name in shard_names(files["moshi_name"])
+            if not (folder / name).is_file()
+        ]
     if missing:
         raise CheckpointError(f"model folder {folder} is missing: {', '.join(missing)}")
     mimi_config_path = found.get("mimi_config_name")
@@ -221,6 +266,38 @@ def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFil
         files["mimi_name"],
         files["tokenizer_name"],
     )
+
+
+def _transformers_files(folder: Path, config: CheckpointConfig) -> CheckpointConfig:
+    """A transformers folder's config: sharded weights (the index) or one file, and the sampling
+    defaults of generation_config.json."""
+    if (
+        not (folder / hf_config.INDEX_NAME).is_file()
+        and (folder / hf_config.WEIGHTS_NAME).is_file()
+    ):
+        name = hf_config.WEIGHTS_NAME
+        config = replace(config, moshi_name=name, mimi_name=name)
+    generation = folder / hf_config.GENERATION_CONFIG_NAME
+    return with_generation_config(config, generation if generation.is_file() else None)
+
+
+def shard_names(index: Path) -> list[str]:
+    """The weights files that a sharded checkpoint's index (model.safetensors.index.json) names,
+    in order; each must be a plain file name beside the index."""
+
+    def names(raw: Any) -> list[str]:
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index.name} has no weight_map: it is not a weights index")
+        found = []
+        for name in weight_map.values():
+            if not isinstance(name, str) or leaves_folder(name) or "/" in name or "\\" in name:
+                raise outside_error(str(index), "weight_map", str(name), "its folder")
+            if name not in found:
+                found.append(name)
+        return found
+
+    return _read_json(index, str(index), names)
 
 
 # --- A LoRA on top of the model --------------------------------------------------------------------

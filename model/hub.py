@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import hf_config
 from .catalog import DEFAULT_REPO, gated_message
 from .config import CheckpointConfig
 from .files import (
@@ -38,7 +39,9 @@ from .files import (
     read_mimi_config,
     refuse_other_member,
     resolve_folder,
+    shard_names,
     weights_tell_the_member,
+    with_generation_config,
 )
 
 
@@ -158,6 +161,8 @@ class _Fetcher:
     def model_files(self) -> ModelFiles:
         config_path = self.fetch(self.repo, "config.json", optional=True)
         config = read_config(config_path, f"config.json of {self.repo}")
+        if config.format == hf_config.FORMAT:
+            return self.transformers_files(config)
         names = config.file_names
         references = {key: self.reference(key, name) for key, name in names.items()}
         if weights_tell_the_member(config):  # before any weights are downloaded
@@ -176,6 +181,25 @@ class _Fetcher:
         )
         lm, mimi, tokenizer = (paths[k] for k in ("moshi_name", "mimi_name", "tokenizer_name"))
         return ModelFiles(lm.parent, config, mimi_config, lm, mimi, tokenizer)
+
+    def transformers_files(self, config: CheckpointConfig) -> ModelFiles:
+        """A repository in the transformers format: the weights its index names (kmhf/hf-moshiko
+        holds a second, larger set of shards beside them, never fetched), or its one weights
+        file; tokenizer.json; the sampling defaults of generation_config.json."""
+        index = self.fetch(self.repo, hf_config.INDEX_NAME, optional=True)
+        generation = self.fetch(self.repo, hf_config.GENERATION_CONFIG_NAME, optional=True)
+        if self.missing:  # offline, and the index is not in the cache
+            self.raise_missing()
+        weights = shard_names(index) if index is not None else [hf_config.WEIGHTS_NAME]
+        names = [*weights, hf_config.TOKENIZER_JSON]
+        self.count = len(names)
+        paths = [self.fetch(self.repo, name, index=i) for i, name in enumerate(names, 1)]
+        if self.missing:
+            self.raise_missing()
+        config = with_generation_config(config, generation)
+        lm = index or paths[0]
+        mimi_config = read_mimi_config(config, None, f"config.json of {self.repo}")
+        return ModelFiles(lm.parent, config, mimi_config, lm, lm, paths[-1])
 
     def refuse_other_member(self, config: CheckpointConfig, repo: str, filename: str) -> None:
         """CheckpointError if the LM weights are another member of the family's (MoshiVis's,

@@ -25,7 +25,7 @@ from .graphs import Graphed, graphs_wanted
 from .lm import LM
 from .mimi import Mimi
 from .streaming import reset_streaming, start_streaming, stop_streaming
-from .text import IncrementalDetokenizer, TextTokenizer
+from .text import IncrementalDetokenizer, TextTokenizer, open_tokenizer
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 INT8 = "int8"  # int8 weight-only linears (model/quant.py), floats at the default run dtype
@@ -136,7 +136,7 @@ class Pipeline:
         return cls(
             mimi,
             lm,
-            TextTokenizer(files.tokenizer),
+            open_tokenizer(files.tokenizer),
             sampling=sampling,
             seed=seed,
             files=files,

@@ -44,8 +44,10 @@ __all__ = [
     "INITIAL_TEXT_ID",
     "PAD_ID",
     "IncrementalDetokenizer",
+    "JsonTokenizer",
     "TextTokenizer",
     "TokenizerError",
+    "open_tokenizer",
 ]
 
 PAD_ID = 3
@@ -143,6 +145,86 @@ class TextTokenizer:
             return None
         match = _BYTE_PIECE.fullmatch(self._sp.id_to_piece(token_id))
         return int(match.group(1), 16) if match else None
+
+
+class JsonTokenizer:
+    """The same vocabulary from a ``tokenizer.json`` (the transformers format's), read with the
+    ``tokenizers`` package; it answers as :class:`TextTokenizer` does.
+
+    transformers converts SentencePiece's control pieces and its unknown piece into "special"
+    tokens, all of which give no text here. SentencePiece alone decodes the unknown piece (id 0)
+    as " ⁇ "; Moshi's text stream never shows it (0 is its end-of-padding marker).
+
+    Raises:
+        TokenizerError: if the file is missing, unreadable or not a tokenizer.json.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from tokenizers import Tokenizer
+
+        self._path = Path(path)
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise TokenizerError(f"Text tokenizer file not found: '{self._path}'.") from err
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or err
+            raise TokenizerError(
+                f"Cannot read the text tokenizer file '{self._path}' ({reason})."
+            ) from err
+        try:
+            self._tokenizer = Tokenizer.from_str(text)
+        except Exception as err:  # tokenizers raises its own Exception subclass
+            raise TokenizerError(
+                f"'{self._path}' is not a valid tokenizer.json file ({str(err).strip()})."
+            ) from err
+        self._vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        if self._vocab_size == 0:
+            raise TokenizerError(f"'{self._path}' is not a valid tokenizer.json file (empty).")
+        self._special = {
+            token_id
+            for token_id, token in self._tokenizer.get_added_tokens_decoder().items()
+            if token.special
+        }
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def is_piece_id(self, token_id: int) -> bool:
+        return 0 <= token_id < self._vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """As SentencePiece decodes: its decoder drops every leading space (a lone '▁' piece
+        first, then '▁me', gives "me"), where tokenizer.json's Strip drops only one."""
+        ids = [int(i) for i in ids if self.is_piece_id(int(i))]
+        return self._tokenizer.decode(ids, skip_special_tokens=True).lstrip(" ")
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._tokenizer.id_to_token(token_id) or ""
+
+    def is_control(self, token_id: int) -> bool:
+        return token_id in self._special
+
+    def byte_value(self, token_id: int) -> int | None:
+        if not self.is_piece_id(token_id) or token_id in self._special:
+            return None
+        match = _BYTE_PIECE.fullmatch(self.id_to_piece(token_id))
+        return int(match.group(1), 16) if match else None
+
+
+def open_tokenizer(path: str | os.PathLike[str]) -> TextTokenizer | JsonTokenizer:
+    """The text tokenizer in `path`: a SentencePiece model, or a tokenizer.json."""
+    if Path(path).suffix == ".json":
+        return JsonTokenizer(path)
+    return TextTokenizer(path)
 
 
 class IncrementalDetokenizer:

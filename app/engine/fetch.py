@@ -219,7 +219,8 @@ def check(source: str, revision: str | None = None, offline: bool | None = None)
             is_repo=is_repo,
             description=description,
         )
-    paths = dict.fromkeys([files.lm_weights, files.mimi_weights, files.tokenizer])
+    weights = [*_weights_files(files.lm_weights), *_weights_files(files.mimi_weights)]
+    paths = dict.fromkeys([*weights, files.tokenizer])
     infos = tuple(FileInfo(p.name, _size(p)) for p in paths)
     return CheckResult(
         source,
@@ -230,6 +231,15 @@ def check(source: str, revision: str | None = None, offline: bool | None = None)
         is_repo=is_repo,
         description=description,
     )
+
+
+def _weights_files(path: Path) -> list[Path]:
+    """A weights file, or a sharded checkpoint's index and the shards it names."""
+    from model.files import shard_names
+
+    if not path.name.endswith(".index.json"):
+        return [path]
+    return [path, *(path.parent / name for name in shard_names(path))]
 
 
 def _size(path: Path) -> int | None:

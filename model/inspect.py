@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import hf_layout
 from .checkpoint import adapt_state_dict, torch_dtype
 from .files import (
     FAIL,
@@ -33,10 +34,11 @@ from .files import (
     dtype_name,
     format_bytes,
     read_header,
+    shard_names,
 )
 from .lm import LM
 from .mimi import Mimi
-from .text import TextTokenizer, TokenizerError
+from .text import TokenizerError, open_tokenizer
 from .transformer import Attention
 
 _MAX_LISTED = 8
@@ -137,6 +139,7 @@ def inspect_model(files: ModelFiles) -> ModelReport:
     report.lm_cache_values = _cache_values(lm)
     report.mimi_cache_values = _cache_values(mimi)
 
+    report.add(OK, f"Model: {describe_model(files)}")
     report.add(
         OK,
         f"LM: {_count(report.lm_parameters)} parameters (dim {cfg.dim}, {cfg.num_layers} layers, "
@@ -173,22 +176,110 @@ def _cache_values(module: nn.Module) -> int:
     )
 
 
+def weights_header(path: Path) -> dict[str, TensorInfo]:
+    """The tensor table of a weights file, or of every shard a model.safetensors.index.json
+    names (headers only)."""
+    if not hf_layout.is_index(path):
+        return read_header(path)
+    header: dict[str, TensorInfo] = {}
+    for name in shard_names(path):
+        header.update(read_header(path.parent / name))
+    return header
+
+
+def weights_size(path: Path) -> int:
+    """Bytes on disk of a weights file, or of the shards an index names."""
+    if not hf_layout.is_index(path):
+        return path.stat().st_size
+    return sum((path.parent / name).stat().st_size for name in shard_names(path))
+
+
 def _read(report: ModelReport, what: str, path: Path) -> dict[str, TensorInfo] | None:
     try:
-        return read_header(path)
+        return weights_header(path)
     except CheckpointError as e:
         report.add(FAIL, f"{what}: {e}")
         return None
 
 
+class _Header:
+    """A header read as the loader reads weights (model.hf_layout maps its names)."""
+
+    def __init__(self, header: dict[str, TensorInfo]):
+        self.header = {
+            k: (torch.Size(v.shape), torch_dtype(v.dtype) or torch.uint8) for k, v in header.items()
+        }
+
+
+def _as_kyutai(header: dict[str, TensorInfo], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta tensors under Kyutai's names: the header's own, or mapped from the transformers
+    format as loading maps them."""
+    if isinstance(module, LM) and hf_layout.is_transformers_lm(header):
+        mapped = hf_layout.lm_weights(_Header(header), module.cfg.num_heads, module.cfg.dep_q)
+    elif isinstance(module, Mimi) and (prefix := hf_layout.mimi_prefix(header)) is not None:
+        heads = module.cfg.transformer.num_heads
+        mapped = hf_layout.mimi_weights(_Header(header), prefix, heads, module.state_dict())
+    else:
+        return meta_state(header)
+    return {
+        k: torch.empty(shape, dtype=dtype, device="meta")
+        for k, (shape, dtype) in mapped.header.items()
+    }
+
+
 def _fit(report: ModelReport, what: str, header: dict[str, TensorInfo], module: nn.Module) -> bool:
     """Names and shapes, checked by the loader's own `adapt_state_dict` on meta tensors."""
     try:
-        adapt_state_dict(meta_state(header), module)
+        adapt_state_dict(_as_kyutai(header, module), module)
     except CheckpointError as e:
         report.add(FAIL, f"{what} do not fit the model: {e}")
         return False
     return True
+
+
+def describe_model(files: ModelFiles) -> str:
+    """Which member of the family and which on-disk format, from the config and the headers."""
+    cfg = files.config.lm
+    if (cfg.dim, cfg.num_layers, cfg.dep_q) == (4096, 32, 8):
+        member = "Moshi 7B (Moshiko / Moshika architecture)"
+    else:
+        member = f"a Moshi of dim {cfg.dim} and {cfg.num_layers} layers"
+    return f"{member}, {describe_format(files)}"
+
+
+def describe_format(files: ModelFiles) -> str:
+    """The on-disk format, read from the config and the headers only."""
+    try:
+        header = weights_header(files.lm_weights)
+    except CheckpointError:
+        header = {}
+    if files.config.format == "transformers" or hf_layout.is_transformers_lm(header):
+        shards = (
+            f"{len(shard_names(files.lm_weights))} shards"
+            if hf_layout.is_index(files.lm_weights)
+            else "one file"
+        )
+        return f"transformers format ({shards}, tokenizer.json)"
+    if any(k.endswith("in_proj_weight") or k.endswith("in_proj.weight") for k in header):
+        keys = "fused attention keys"
+    elif any(".in_projs." in k for k in header):
+        keys = "split attention keys"
+    else:
+        keys = "attention keys not found"
+    layout = f"Kyutai's layout ({keys}"
+    if files.config.quantize:
+        layout += ", q8: int8 linear weights"
+    if files.lm_weights.name == "consolidated.safetensors":
+        layout += ", a full fine-tune from moshi-finetune"
+    try:
+        mimi = read_header(files.mimi_weights) if not hf_layout.is_index(files.mimi_weights) else {}
+    except CheckpointError:
+        mimi = {}
+    if any(k.endswith("._codebook.embed_sum") or k.endswith("._codebook.inited") for k in mimi):
+        layout += "; Mimi with legacy codebook keys"
+    elif hf_layout.mimi_prefix(mimi) is not None:
+        layout += "; Mimi in the transformers format"
+    return layout + ")"
 
 
 def _listed(names: list[str]) -> str:
@@ -224,6 +315,8 @@ def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> Non
     header = _read(report, what, path)
     if header is None:
         return
+    if hf_layout.is_transformers_lm(header):  # Mimi's tensors beside the LM's
+        header = {k: v for k, v in header.items() if not k.startswith(hf_layout.MIMI_PREFIX)}
     scales = {k: v for k, v in header.items() if k.endswith("_scb")}
     weights = {k: v for k, v in header.items() if k not in scales}
     fits = _fit(report, what, weights, lm)
@@ -269,7 +362,7 @@ def _check_lm(report: ModelReport, path: Path, lm: LM, linears: set[str]) -> Non
         floats = {k: weights[k] for k in others}
         report.add(
             OK,
-            f"{what}: {len(header)} tensors ({format_bytes(path.stat().st_size)}), {kind}"
+            f"{what}: {len(header)} tensors ({format_bytes(weights_size(path))}), {kind}"
             f"{_dtypes(floats)}; names and shapes match",
         )
         if (
@@ -289,6 +382,9 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
     header = _read(report, what, path)
     if header is None:
         return
+    prefix = hf_layout.mimi_prefix(header)
+    if prefix:  # Mimi inside a transformers Moshi checkpoint: only its own tensors
+        header = {k: v for k, v in header.items() if k.startswith(prefix)}
     fits = _fit(report, what, header, mimi)
     not_float = [
         f"{k}: expected float32, found {dtype_name(v.dtype)}"
@@ -300,7 +396,7 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
     elif fits:
         report.add(
             OK,
-            f"{what}: {len(header)} tensors ({format_bytes(path.stat().st_size)}), {_dtypes(header)}; "
+            f"{what}: {len(header)} tensors ({format_bytes(weights_size(path))}), {_dtypes(header)}; "
             "names and shapes match",
         )
         lower = sorted(k for k, v in header.items() if v.dtype != "F32")
@@ -316,7 +412,7 @@ def _check_mimi(report: ModelReport, path: Path, mimi: Mimi) -> None:
 def _check_tokenizer(report: ModelReport, path: Path, text_card: int) -> None:
     what = f"text tokenizer {path.name}"
     try:
-        vocab = TextTokenizer(path).vocab_size
+        vocab = open_tokenizer(path).vocab_size
     except TokenizerError as e:
         report.add(FAIL, f"{what}: {e}")
         return

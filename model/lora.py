@@ -89,6 +89,7 @@ class LoraMerged:
             self.header.pop(key + SCALE_SUFFIX, None)  # dequantized before the merge
         for key, source in self.replaced.items():
             self.header[key] = adapters.header[source]
+            self.header.pop(key + SCALE_SUFFIX, None)  # a float tensor now
         log.info(
             "LoRA %s: rank %d, scaling %g, merged into %d weights%s",
             lora.weights,
@@ -117,7 +118,8 @@ class LoraMerged:
             weight = dequantize_weight(weight.to(self.device), scale.to(self.device))
         else:
             (weight,) = self.base.read(key)
-            weight = weight.to(self.device, torch.float32, copy=True)  # never the file's pages
+            # to the device as read, then a float32 copy there: never the file's pages
+            weight = weight.to(self.device).to(torch.float32, copy=True)
         for adapter in self.merges[key]:
             a = adapter.a.of(self.adapters.read(adapter.a.key)[0]).to(self.device, torch.float32)
             b = adapter.b.of(self.adapters.read(adapter.b.key)[0]).to(self.device, torch.float32)

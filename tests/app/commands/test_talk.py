@@ -23,17 +23,26 @@ def _read_trace(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _reference_greedy(folder, audio: np.ndarray, trailing_frames: int):
-    """What the original `moshi` package emits for the same folder and input, frame by frame."""
+def _reference_greedy(folder, audio: np.ndarray, trailing_frames: int, lora=None):
+    """What the original `moshi` package emits for the same folder and input, frame by frame;
+    with the LoRA folder `lora` as its server loads one (its config.json, fused)."""
     from moshi.models import loaders
     from moshi.models.lm import LMGen
 
     cfg = json.loads((folder / "config.json").read_text())
     mimi_cfg = json.loads((folder / cfg.pop("mimi_config_name")).read_text())
+    if lora is not None:
+        cfg = json.loads((lora / "config.json").read_text())
+        cfg.pop("mimi_config_name")
     cfg.pop("model_type")
     mimi = loaders.get_mimi(str(folder / loaders.MIMI_NAME), mimi_cfg, device="cpu")
     lm = loaders.get_moshi_lm(
-        str(folder / "model.safetensors"), lm_kwargs=cfg, device="cpu", dtype=torch.float32
+        str(folder / "model.safetensors"),
+        lm_kwargs=cfg,
+        device="cpu",
+        dtype=torch.float32,
+        lora_weights=None if lora is None else str(lora / "lora.safetensors"),
+        fuse_lora=True,
     )
     gen = LMGen(lm.eval(), use_sampling=False)
     frames = -(-len(audio) // FRAME) + trailing_frames
@@ -78,6 +87,60 @@ def test_talk_matches_the_original_frame_for_frame(tiny_checkpoint, tmp_path):
     voice, rate = soundfile.read(out, dtype="float32")
     assert rate == 24000 and len(voice) == len(ours) * FRAME
     assert np.abs(voice - np.clip(reference_pcm, -1, 1)).max() < 1e-3  # 16-bit wav
+
+
+@pytest.mark.slow
+def test_talk_with_a_lora_matches_the_original_frame_for_frame(tiny_checkpoint, tmp_path):
+    """`--lora` on top of `--model`: the frames Kyutai's package emits with the same base and
+    `lora_weights` (its server's way: config.json beside the LoRA, adapters fused)."""
+    from model.tiny import write_random_lora
+
+    base_config = json.loads((tiny_checkpoint / "config.json").read_text())
+    lora = write_random_lora(tmp_path / "lora", base_config, seed=5)
+    audio = _chirp(1.5)
+    soundfile.write(tmp_path / "in.wav", audio[:, 0], 24000, subtype="FLOAT")
+    traces = {}
+    for name, extra in (("lora", ["--lora", str(lora)]), ("base", [])):
+        traces[name] = tmp_path / f"{name}.jsonl"
+        status = main(
+            [
+                "talk",
+                str(tmp_path / "in.wav"),
+                str(tmp_path / f"{name}.wav"),
+                "--model",
+                str(tiny_checkpoint),
+                *extra,
+                "--greedy",
+                "--trailing-silence",
+                "0.8",
+                "--trace",
+                str(traces[name]),
+            ]
+        )
+        assert status == 0
+    emitted, _ = _reference_greedy(tiny_checkpoint, audio[:, 0], trailing_frames=10, lora=lora)
+    ours = [[t["text"], *t["audio"]] for t in _read_trace(traces["lora"])]
+    assert ours == emitted and len(ours) == 19 + 10 - 1
+    base = [[t["text"], *t["audio"]] for t in _read_trace(traces["base"])]
+    assert sum(a != b for a, b in zip(ours, base, strict=True)) > len(ours) // 2
+
+
+def test_talk_with_a_lora_that_cannot_load(tiny_checkpoint, tmp_path, capsys):
+    from model.tiny import TINY_LM, write_random_lora
+
+    soundfile.write(tmp_path / "in.wav", _chirp(0.3)[:, 0], 24000)
+    other = write_random_lora(tmp_path / "other", {**TINY_LM, "dim": 64}, rank=2)
+    for lora, message in (
+        (tmp_path / "nowhere", f"cannot load the LoRA: LoRA not found: {tmp_path / 'nowhere'}"),
+        (other, "cannot load the LoRA: the LoRA "),
+    ):
+        out = tmp_path / "out.wav"
+        argv = ["talk", str(tmp_path / "in.wav"), str(out), "--model", str(tiny_checkpoint)]
+        status = main([*argv, "--lora", str(lora)])
+        err = capsys.readouterr().err
+        assert status == 1 and message in err and "Traceback" not in err, err
+        assert not out.exists()
+    assert "was made for another model: its config.json has dim 64 (the model has 32)" in err
 
 
 def test_talk_any_rate_and_stereo_with_transcript(tiny_checkpoint, tmp_path):

@@ -119,6 +119,7 @@ def test_greedy_tokens_are_the_originals_with_the_lora_fused_or_not(base, lora) 
     assert sum(a != b for a, b in zip(ours, plain, strict=True)) > len(ours) // 2
 
 
+@pytest.mark.slow
 def test_adapters_in_the_fused_layout_on_a_split_base(base, tmp_path) -> None:
     """The original's attention loader reads `self_attn.in_proj.lora_A.weight` (steps stacked);
     a base in the split layout (as moshi-finetune's consolidated files) takes adapters alike."""

@@ -54,8 +54,8 @@ def build_engine():
 
 
 def saved_model_choice() -> dict[str, str]:
-    """The model the window's settings have chosen: model, revision, device, dtype (those set);
-    empty where Qt cannot be loaded. For `doctor` without --model."""
+    """The model the window's settings have chosen: model, revision, LoRA, device, dtype (those
+    set); empty where Qt cannot be loaded. For `doctor` without --model."""
     try:
         from .ui.settings import Settings
     except ImportError:
@@ -64,6 +64,7 @@ def saved_model_choice() -> dict[str, str]:
     chosen = {
         "model": s.model_source,
         "revision": s.model_revision,
+        "lora": s.lora,
         "device": s.compute_device,
         "dtype": s.dtype,
     }

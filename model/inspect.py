@@ -259,7 +259,7 @@ def describe_format(files: ModelFiles) -> str:
             if hf_layout.is_index(files.lm_weights)
             else "one file"
         )
-        return f"transformers format ({shards}, tokenizer.json)"
+        return f"transformers format ({shards}, tokenizer.json){_describe_lora(files)}"
     if any(k.endswith("in_proj_weight") or k.endswith("in_proj.weight") for k in header):
         keys = "fused attention keys"
     elif any(".in_projs." in k for k in header):
@@ -279,7 +279,17 @@ def describe_format(files: ModelFiles) -> str:
         layout += "; Mimi with legacy codebook keys"
     elif hf_layout.mimi_prefix(mimi) is not None:
         layout += "; Mimi in the transformers format"
-    return layout + ")"
+    return layout + ")" + _describe_lora(files)
+
+
+def _describe_lora(files: ModelFiles) -> str:
+    lora = files.lora
+    if lora is None:
+        return ""
+    return (
+        f", with a moshi-finetune LoRA of rank {lora.rank} (scaling {lora.scaling:g}) merged at "
+        f"load from {lora.weights}"
+    )
 
 
 def _listed(names: list[str]) -> str:

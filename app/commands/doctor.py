@@ -25,7 +25,7 @@ from model.config import SAMPLE_RATE
 from model.files import FAIL, OK, WARN
 
 from ..logs import log_path
-from .arguments import add_model_arguments
+from .arguments import add_lora_argument, add_model_arguments
 
 _BIG_LM = 1_000_000_000  # parameters: a model this size is far from real time on a CPU
 _TIGHT = 0.9  # needing more than this share of the available memory earns a warning
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0].removeprefix("`moshi-desktop doctor`: "),
     )
     add_model_arguments(parser)
+    add_lora_argument(parser)
     for action in parser._actions:  # without --model: the model chosen in the window's settings
         if action.dest in ("model", "device", "dtype"):
             action.default = None
@@ -78,6 +79,7 @@ def _from_settings(args: argparse.Namespace) -> None:
     if args.model is None:
         args.model = chosen.get("model", DEFAULT_REPO)
         args.revision = args.revision or chosen.get("revision")
+        args.lora = args.lora or chosen.get("lora")
     args.device = args.device or chosen.get("device", "auto")
     args.dtype = args.dtype or chosen.get("dtype", "auto")
 
@@ -97,11 +99,13 @@ def format_sections(sections: list[Section]) -> str:
 
 
 def model_files(args: argparse.Namespace):
-    """--model as ModelFiles (a local folder, or a repository already in the Hugging Face cache;
-    nothing is downloaded). Raises CheckpointError naming whatever is missing."""
+    """--model (with --lora) as ModelFiles (a local folder, or a repository already in the
+    Hugging Face cache; nothing is downloaded). Raises CheckpointError naming whatever is
+    missing or does not fit."""
+    from model.files import with_lora
     from model.hub import locate_model
 
-    return locate_model(args.model, download=False)
+    return with_lora(locate_model(args.model, download=False), args.lora)
 
 
 def check_model(args: argparse.Namespace) -> Section:
@@ -112,7 +116,7 @@ def check_model(args: argparse.Namespace) -> Section:
     from model.inspect import inspect_model
     from model.pipeline import resolve_device, resolve_dtype, wants_int8
 
-    section = Section(f"Model  {args.model}")
+    section = Section(f"Model  {args.model}" + (f" + LoRA {args.lora}" if args.lora else ""))
     entry = CATALOG.get(args.model)
     if entry is not None:  # what it is and its licence, before the files
         section.add(OK, f"{entry.title}: {entry.facts}\n{entry.licence_notice}")

@@ -397,3 +397,41 @@ def test_q8_file_without_quantize_in_config_fails(tmp_path: Path) -> None:
     assert 'this is a q8 checkpoint, but config.json does not say "quantize": true' in messages(
         report, FAIL
     )
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("fused", "Kyutai's layout (fused attention keys)"),
+        ("split", "Kyutai's layout (split attention keys)"),
+        ("q8", "Kyutai's layout (split attention keys, q8: int8 linear weights)"),
+        (
+            "finetune",
+            "Kyutai's layout (fused attention keys, a full fine-tune from moshi-finetune)",
+        ),
+        ("legacy", "Kyutai's layout (fused attention keys; Mimi with legacy codebook keys)"),
+    ],
+)
+def test_the_format_is_read_from_the_headers(tmp_path, kind, expected) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from model.inspect import describe_model
+
+    folder = write_tiny_checkpoint(
+        tmp_path, layout="split" if kind == "split" else None, quantized=kind == "q8"
+    )
+    if kind == "finetune":  # what moshi-finetune saves
+        (folder / MOSHI_NAME).rename(folder / "consolidated.safetensors")
+        config = json.loads((folder / "config.json").read_text())
+        config["moshi_name"] = "consolidated.safetensors"
+        (folder / "config.json").write_text(json.dumps(config))
+    if kind == "legacy":  # Mimi files older than Kyutai's release name the codebooks so
+        state = load_file(folder / MIMI_NAME)
+        renamed = {
+            k.replace("._codebook.embedding_sum", "._codebook.embed_sum").replace(
+                "._codebook._initialized", "._codebook.inited"
+            ): v
+            for k, v in state.items()
+        }
+        save_file(renamed, folder / MIMI_NAME)
+    assert describe_model(resolve_folder(folder)) == f"a Moshi of dim 32 and 2 layers, {expected}"

@@ -316,3 +316,21 @@ def test_cuda_paths_with_a_fake_gpu(
     assert "ok    memory: needs about" in out
     assert "; Fake T4 (free memory) has 15.0 GB" in out
     assert "ok    GPU 0: Fake T4 (compute 7.5), 15.0 GB free of 16.0 GB" in out
+
+
+def test_the_format_and_a_lora_are_named(capsys, memory, tiny_checkpoint: Path, tmp_path) -> None:
+    """Which member and which format, from the headers: Kyutai's layout here, with a LoRA."""
+    import json
+
+    from model.tiny import write_random_lora
+
+    status, out = run_doctor(capsys, "--model", str(tiny_checkpoint), "--device", "cpu")
+    assert "Model: a Moshi of dim 32 and 2 layers, Kyutai's layout (fused attention keys)" in out
+    base = json.loads((tiny_checkpoint / "config.json").read_text())
+    lora = write_random_lora(tmp_path / "lora", base, rank=4)
+    status, out = run_doctor(
+        capsys, "--model", str(tiny_checkpoint), "--lora", str(lora), "--device", "cpu"
+    )
+    assert status == 0, out
+    assert f"+ LoRA {lora}" in out
+    assert "with a moshi-finetune LoRA of rank 4 (scaling 2) merged at load" in out

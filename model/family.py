@@ -50,7 +50,13 @@ INSTEAD = (
 )
 
 # model_type of config.json -> the member it means. "moshi" (or none) is Moshi dialogue.
-_BY_MODEL_TYPE = {"hibiki": HIBIKI, "tts": TTS, "stt": STT, "personaplex": PERSONAPLEX}
+_BY_MODEL_TYPE = {
+    "hibiki": HIBIKI,
+    "tts": TTS,
+    "stt": STT,
+    "kyutai_speech_to_text": STT,  # its transformers format (kyutai/stt-2.6b-en-trfs)
+    "personaplex": PERSONAPLEX,
+}
 
 # A conditioner that encodes reference text for the LM (MoshiRAG's "reference_with_time", an
 # ARC encoder) needs the retrieval server that finds that text.

@@ -153,6 +153,9 @@ def read_config(path: Path | None, name: str) -> CheckpointConfig:
 def _checkpoint_config(raw: Any, name: str) -> CheckpointConfig:
     if not is_transformers_config(raw):
         return CheckpointConfig.from_dict(raw, name)
+    refused = family.config_refusal(raw)  # another member of the family, in this format too
+    if refused:
+        raise ConfigError(f"{name}: {refused}")
     if raw.get("model_type") == "mimi":
         raise ConfigError(
             f"{name} is Mimi alone (the audio codec), not a Moshi model: choose a Moshi model, "

@@ -442,3 +442,11 @@ def test_talk_and_doctor_take_a_transformers_folder(folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["doctor", "--model", str(folders["hf"])]) in (0, 1)  # 1: no audio device here
     assert "transformers format" in capsys.readouterr().out
+
+
+def test_speech_to_text_in_the_transformers_format_is_refused_by_name(tmp_path):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "kyutai_speech_to_text", "transformers_version": "4.53.0"})
+    )
+    with pytest.raises(CheckpointError, match="this is Kyutai STT"):
+        resolve_folder(tmp_path)

@@ -77,9 +77,11 @@ def _require(where: str, key: str, value: Any, supported: Any) -> None:
         raise ConfigError(f"{where}{key} = {value!r} is not supported (only {supported!r})")
 
 
-def _heads(raw: dict[str, Any], where: str, hidden: int, heads_key: str, kv_key: str) -> int:
-    """The number of heads; grouped-query attention and odd head sizes are refused."""
-    heads = raw.get(heads_key)
+def _heads(raw: dict[str, Any], where: str, hidden: int, default: int) -> int:
+    """The number of heads (transformers' `default` where the key is absent); grouped-query
+    attention and other head sizes are refused."""
+    heads_key, kv_key = "num_attention_heads", "num_key_value_heads"
+    heads = raw.get(heads_key, default)
     kv_heads = raw.get(kv_key) or heads
     _require(where, kv_key, kv_heads, heads)
     head_dim = raw.get("head_dim")
@@ -111,7 +113,7 @@ def mimi_config(raw: Any, num_codebooks: int = 8, where: str = "") -> MimiConfig
     )
     if raw.get("frame_rate", FRAME_RATE) != FRAME_RATE:
         _require(where, "frame_rate", raw.get("frame_rate"), FRAME_RATE)
-    heads = _heads(raw, where, hidden, "num_attention_heads", "num_key_value_heads")
+    heads = _heads(raw, where, hidden, default=8)
     try:
         return MimiConfig(
             sample_rate=raw.get("sampling_rate", 24000),
@@ -192,7 +194,7 @@ def _moshi_config(raw: dict[str, Any]) -> CheckpointConfig:
     if mimi_raw is None:
         raise ConfigError("audio_encoder_config (Mimi's config) is missing")
     dim = raw.get("hidden_size", 4096)
-    heads = _heads(raw, "", dim, "num_attention_heads", "num_key_value_heads")
+    heads = _heads(raw, "", dim, default=32)
     num_codebooks = raw.get("num_codebooks", 8)
     mimi = mimi_config(mimi_raw, num_codebooks, "audio_encoder_config.")
     card = raw.get("audio_vocab_size") or mimi.quantizer.bins
@@ -201,7 +203,7 @@ def _moshi_config(raw: dict[str, Any]) -> CheckpointConfig:
     _require(where, "hidden_act", depth.get("hidden_act", "silu"), "silu")
     _require(where, "rms_norm_eps", depth.get("rms_norm_eps", 1e-8), 1e-8)
     depth_dim = depth.get("hidden_size", 1024)
-    depth_heads = _heads(depth, where, depth_dim, "num_attention_heads", "num_key_value_heads")
+    depth_heads = _heads(depth, where, depth_dim, default=16)
     dim_feedforward = _feedforward(raw.get("ffn_dim", 22528), "ffn_dim")
     if dim_feedforward == 4 * dim:  # Kyutai's gating reads 4 x dim as its own default
         raise ConfigError(f"ffn_dim = {raw.get('ffn_dim')} is not supported with hidden_size {dim}")

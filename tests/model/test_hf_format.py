@@ -450,3 +450,15 @@ def test_speech_to_text_in_the_transformers_format_is_refused_by_name(tmp_path):
     )
     with pytest.raises(CheckpointError, match="this is Kyutai STT"):
         resolve_folder(tmp_path)
+
+
+def test_transformers_defaults_are_moshi_7b_and_kyutais_mimi():
+    """transformers' defaults (MoshiConfig(), MimiConfig(): kmhf/hf-moshika's shapes) read as
+    Kyutai's Moshi 7B and Mimi, with 8 codebooks in use."""
+    from model.config import LMConfig, MimiConfig
+
+    config = moshi_config({"model_type": "moshi", "audio_encoder_config": {}}, "config.json")
+    assert config.lm == LMConfig()
+    assert config.mimi == MimiConfig(num_codebooks=8)
+    full = transformers.MoshiConfig(audio_encoder_config=transformers.MimiConfig().to_dict())
+    assert moshi_config(full.to_dict(), "config.json") == config

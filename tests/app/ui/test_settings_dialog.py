@@ -547,3 +547,26 @@ def test_opens_with_a_stored_server(open_dialog, settings: Settings) -> None:
     assert dialog.backend_combo.currentData() == "remote"
     assert dialog.server_edit.text() == "wss://moshi.example.org/api/chat"
     assert not dialog.needs_restart()
+
+
+def test_a_transformers_format_folder_is_accepted(open_dialog, qtbot, tmp_path: Path) -> None:
+    """What MoshiForConditionalGeneration.save_pretrained writes (kmhf/hf-moshiko's layout)."""
+    import json
+
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "moshi",
+                "architectures": ["MoshiForConditionalGeneration"],
+                "audio_encoder_config": {"model_type": "mimi"},
+            }
+        )
+    )
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    dialog = open_dialog()
+    choose_model(dialog, FOLDER)
+    retype(qtbot, dialog.folder_edit, str(tmp_path))
+    assert not dialog.ok_button.isEnabled() and "tokenizer.json" in dialog.problem_label.text()
+    (tmp_path / "tokenizer.json").write_text("{}")
+    retype(qtbot, dialog.folder_edit, str(tmp_path) + "/")
+    assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()

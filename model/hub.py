@@ -103,10 +103,8 @@ class _References:
         self.fetcher: _Fetcher | None = None  # made at the first reference: it may ask the hub
 
     def __call__(self, key: str, reference: str) -> Path | None:
-        owner, _, rest = reference.removeprefix("hf://").partition("/")
-        repo_name, _, filename = rest.partition("/")
-        repo = f"{owner}/{repo_name}"
-        if not has_repo_id_form(repo) or not filename or leaves_folder(filename):
+        found = _reference(reference, None)
+        if found is None:
             raise outside_error(
                 f"config.json in {self.folder}",
                 key,
@@ -114,6 +112,7 @@ class _References:
                 "the repository it names",
                 " (name another repository's file as hf://owner/repo/path)",
             )
+        repo, filename = found
         if self.fetcher is None:
             self.fetcher = _Fetcher(repo, None, *self.arguments)
         self.fetcher.count += 1
@@ -234,12 +233,8 @@ class _Fetcher:
         """(repository, file name) of the file that `key` of config.json names: in this
         repository, or in another one (`hf://owner/repo/path`). Nothing outside a repository
         is read: a name that could leave it is refused before anything is fetched."""
-        repo, filename = self.repo, name
-        if name.startswith("hf://"):
-            owner, _, rest = name.removeprefix("hf://").partition("/")
-            repo_name, _, filename = rest.partition("/")
-            repo = f"{owner}/{repo_name}"
-        if not has_repo_id_form(repo) or not filename or leaves_folder(filename):
+        found = _reference(name, self.repo)
+        if found is None:
             raise outside_error(
                 f"config.json of {self.repo}",
                 key,
@@ -247,7 +242,7 @@ class _Fetcher:
                 "the repository",
                 " (or name another repository's file as hf://owner/repo/path)",
             )
-        return repo, filename
+        return found
 
     def fetch(
         self, repo: str, filename: str, *, optional: bool = False, index: int = 0
@@ -368,6 +363,19 @@ def _has_token() -> bool:
     from huggingface_hub import get_token
 
     return get_token() is not None
+
+
+def _reference(name: str, repo: str | None) -> tuple[str, str] | None:
+    """(repository, file name) that a file name of config.json means: `hf://owner/repo/path`,
+    or a plain name in `repo`; None where it could lead outside the repositories."""
+    filename = name
+    if name.startswith("hf://"):
+        owner, _, rest = name.removeprefix("hf://").partition("/")
+        repo_name, _, filename = rest.partition("/")
+        repo = f"{owner}/{repo_name}"
+    if repo is None or not has_repo_id_form(repo) or not filename or leaves_folder(filename):
+        return None
+    return repo, filename
 
 
 def _gb(size: int) -> str:

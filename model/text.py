@@ -66,7 +66,28 @@ class TokenizerError(ValueError):
     """The text tokenizer file is missing or is not a valid SentencePiece model."""
 
 
-class TextTokenizer:
+class _Vocabulary:
+    """What both tokenizer files answer alike: where they came from and which ids are pieces."""
+
+    _path: Path
+    _vocab_size: int
+
+    @property
+    def path(self) -> Path:
+        """The file the tokenizer was loaded from."""
+        return self._path
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of pieces (32000 for Moshi); ids >= this are not text."""
+        return self._vocab_size
+
+    def is_piece_id(self, token_id: int) -> bool:
+        """Whether ``token_id`` is a piece's id, i.e. in ``[0, vocab_size)``."""
+        return 0 <= token_id < self._vocab_size
+
+
+class TextTokenizer(_Vocabulary):
     """A SentencePiece text tokenizer loaded from a ``.model`` file.
 
     The file is read by Python and handed to SentencePiece as bytes, so paths with non-ASCII
@@ -100,23 +121,9 @@ class TextTokenizer:
         self._vocab_size = processor.get_piece_size()
 
     @property
-    def path(self) -> Path:
-        """The file the model was loaded from."""
-        return self._path
-
-    @property
     def processor(self) -> sentencepiece.SentencePieceProcessor:
         """The underlying SentencePiece processor."""
         return self._sp
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of SentencePiece pieces (32000 for Moshi); ids >= this are not text."""
-        return self._vocab_size
-
-    def is_piece_id(self, token_id: int) -> bool:
-        """Whether ``token_id`` is a SentencePiece id, i.e. in ``[0, vocab_size)``."""
-        return 0 <= token_id < self._vocab_size
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no BOS/EOS added)."""
@@ -147,7 +154,7 @@ class TextTokenizer:
         return int(match.group(1), 16) if match else None
 
 
-class JsonTokenizer:
+class JsonTokenizer(_Vocabulary):
     """The same vocabulary from a ``tokenizer.json`` (the transformers format's), read with the
     ``tokenizers`` package; it answers as :class:`TextTokenizer` does.
 
@@ -186,17 +193,6 @@ class JsonTokenizer:
             for token_id, token in self._tokenizer.get_added_tokens_decoder().items()
             if token.special
         }
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    def is_piece_id(self, token_id: int) -> bool:
-        return 0 <= token_id < self._vocab_size
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)

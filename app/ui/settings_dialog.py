@@ -296,14 +296,12 @@ class SettingsDialog(QDialog):
         )
         self.folder_edit = QLineEdit()
         self.folder_edit.setAccessibleName("Model folder")
-        self.folder_edit.setPlaceholderText("a folder in Kyutai's layout")
+        self.folder_edit.setPlaceholderText(
+            "Kyutai's layout, the transformers format or a full fine-tune"
+        )
         self.browse_button = QPushButton("&Browse…")
         self.browse_button.setAccessibleName("Browse for the model folder")
-        folder_row = QWidget()
-        folder_layout = QHBoxLayout(folder_row)
-        folder_layout.setContentsMargins(0, 0, 0, 0)
-        folder_layout.addWidget(self.folder_edit, 1)
-        folder_layout.addWidget(self.browse_button)
+        folder_row = _row(self.folder_edit, self.browse_button)
         self.lora_edit = QLineEdit()
         self.lora_edit.setAccessibleName("LoRA")
         self.lora_edit.setPlaceholderText("none")
@@ -314,11 +312,7 @@ class SettingsDialog(QDialog):
         )
         self.lora_browse_button = QPushButton("Browse…")
         self.lora_browse_button.setAccessibleName("Browse for the LoRA folder")
-        lora_row = QWidget()
-        lora_layout = QHBoxLayout(lora_row)
-        lora_layout.setContentsMargins(0, 0, 0, 0)
-        lora_layout.addWidget(self.lora_edit, 1)
-        lora_layout.addWidget(self.lora_browse_button)
+        lora_row = _row(self.lora_edit, self.lora_browse_button)
         self.revision_edit = QLineEdit()
         self.revision_edit.setAccessibleName("Revision")
         self.revision_edit.setPlaceholderText("latest")
@@ -678,6 +672,16 @@ def _names(names: dict[Key, str], keys: set[Key]) -> str:
         return ""
     subject = ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]
     return subject[0].upper() + subject[1:] + (" apply" if len(found) > 1 else " applies")
+
+
+def _row(edit: QLineEdit, button: QPushButton) -> QWidget:
+    """A line edit that takes the width, with its button beside it."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    layout.addWidget(button)
+    return row
 
 
 def _model_folder_problem(folder: Path) -> str | None:

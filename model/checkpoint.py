@@ -422,6 +422,10 @@ def load_lm(
     if quantize:
         quantize_linears(lm, activation_dtype=dtype)
     reader = lm_reader(files)
+    if files.config.model_type == "personaplex":  # slices 8..15 filled as NVIDIA's loader does
+        from .persona import PersonaPlexWeights
+
+        reader = PersonaPlexWeights(reader, lm)
     if files.lora is not None:  # merged into the weights as they are read (model.lora)
         reader = LoraMerged(reader, lm, files.lora, open_weights(files.lora.weights), device)
     load_weights(lm, reader, dtype=dtype, device=device, assign=True)

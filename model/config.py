@@ -413,7 +413,10 @@ _LM_IGNORED = {
     "lora_rank",
     "lora_scaling",
 }
-SUPPORTED_MODEL_TYPES = ("moshi",)
+SUPPORTED_MODEL_TYPES = ("moshi", "personaplex")
+# PersonaPlex (model.persona): Moshi 7B whose depth transformer also predicts the user's codebooks.
+# NVIDIA's config.json holds no LM keys, so its model_type says dep_q.
+_MODEL_TYPE_DEFAULTS = {"personaplex": {"dep_q": 16}}
 # lm_gen_config: the original's LMGen keyword arguments that this app reads, and their checks.
 _LM_GEN_CHECKS = {
     "temp": lambda name, value: _check_number(name, value, zero=True),
@@ -425,7 +428,7 @@ _LM_GEN_CHECKS = {
 
 
 def _check_model_type(model_type: Any) -> None:
-    refused = family.config_refusal({"model_type": model_type})  # Hibiki, TTS, STT, PersonaPlex
+    refused = family.config_refusal({"model_type": model_type})  # Hibiki, TTS, STT
     if refused:
         raise ConfigError(refused)
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -497,6 +500,10 @@ class CheckpointConfig:
                     raise _bad(key, value, f"is not supported (only {supported!r})")
             for key in _LM_IGNORED:
                 raw.pop(key, None)
+            if model_type == "personaplex":
+                raw.pop("version", None)  # NVIDIA's "7b-v1": the release, not the architecture
+            for key, value in _MODEL_TYPE_DEFAULTS.get(model_type, {}).items():
+                raw.setdefault(key, value)
             return cls(
                 lm=_build(LMConfig, raw),
                 model_type=model_type,

@@ -8,10 +8,12 @@ instead:
     config.json  model_type "hibiki"        Hibiki (Hibiki-Zero: kv_repeat or "rope_concat")
                  model_type "tts"           Kyutai TTS
                  model_type "stt"           Kyutai STT (a later version of this app runs it)
-                 model_type "personaplex"   PersonaPlex (its config.json has no LM keys)
                  conditioners that need a retrieval server (reference encoders)   MoshiRAG
     weights      vision keys (image_prefix.*, cross_attention)                    MoshiVis
-                 a depth transformer for more codebooks than the config's dep_q   PersonaPlex
+
+PersonaPlex (model_type "personaplex", or a depth transformer for more codebooks than the config's
+dep_q) is recognised the same way, and runs (`model.persona`): `weights_member` names it, and
+`weights_refusal` lets it through.
 
 The weights are looked at only where config.json leaves the architecture at Moshi 7B's defaults
 (MoshiVis has no config.json): their safetensors header, read from the file or, for a repository,
@@ -42,7 +44,7 @@ TTS = Member("Kyutai TTS", "Kyutai's text-to-speech model")
 STT = Member("Kyutai STT", "Kyutai's streaming speech-to-text model", later=True)
 MOSHIRAG = Member("MoshiRAG", "a Moshi that looks up knowledge in a retrieval server")
 MOSHIVIS = Member("MoshiVis", "Kyutai's Moshi that talks about images")
-PERSONAPLEX = Member("PersonaPlex", "NVIDIA's Moshi steered by voice and role prompts", later=True)
+PERSONAPLEX = Member("PersonaPlex", "NVIDIA's Moshi steered by voice and role prompts")
 
 INSTEAD = (
     "it runs Moshi dialogue models, such as kyutai/moshiko-pytorch-bf16 "
@@ -55,7 +57,6 @@ _BY_MODEL_TYPE = {
     "tts": TTS,
     "stt": STT,
     "kyutai_speech_to_text": STT,  # its transformers format (kyutai/stt-2.6b-en-trfs)
-    "personaplex": PERSONAPLEX,
 }
 
 # A conditioner that encodes reference text for the LM (MoshiRAG's "reference_with_time", an
@@ -125,6 +126,7 @@ def weights_member(names: Iterable[str], dep_q: int = 8) -> tuple[Member, str] |
 
 
 def weights_refusal(names: Iterable[str], dep_q: int = 8) -> str | None:
-    """`refusal` for LM weights of another member, else None."""
+    """`refusal` for LM weights of another member that this app does not run, else None
+    (PersonaPlex runs: `model.files` loads it as such)."""
     found = weights_member(names, dep_q)
-    return refusal(*found) if found else None
+    return refusal(*found) if found and found[0] is not PERSONAPLEX else None

@@ -182,6 +182,8 @@ def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> 
     `name` says which file, in messages: Mimi's config, or config.json where there is none."""
     lm = config.lm
     num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
+    if config.model_type == "personaplex":  # its depth transformer covers both streams
+        num_codebooks = lm.n_q // 2
     if config.mimi is not None:  # held in config.json (transformers)
         return replace(config.mimi, num_codebooks=num_codebooks)
     if path is None:
@@ -246,6 +248,7 @@ def resolve_folder(folder: str | Path, remote: Remote | None = None) -> ModelFil
         except CheckpointError:
             header = {}  # loading the weights says what is wrong with them
         refuse_other_member(header, config, str(files["moshi_name"]))
+        config = personaplex_by_weights(header, config)
     missing = [
         f"{_FILE_KINDS[key]} ({path.name})"
         for key, path in files.items()
@@ -362,9 +365,21 @@ def weights_tell_the_member(config: CheckpointConfig) -> bool:
     return config.lm == LMConfig() and config.moshi_name.endswith(".safetensors")
 
 
+def personaplex_by_weights(
+    tensor_names: Iterable[str], config: CheckpointConfig
+) -> CheckpointConfig:
+    """`config` as PersonaPlex's (model_type "personaplex", dep_q 16) where the LM weights say
+    they are PersonaPlex's (a depth transformer for more codebooks than config.json's dep_q)."""
+    found = family.weights_member(tensor_names, config.lm.dep_q)
+    if found is None or found[0] is not family.PERSONAPLEX:
+        return config
+    return replace(config, model_type="personaplex", lm=replace(config.lm, dep_q=16))
+
+
 def refuse_other_member(tensor_names: Iterable[str], config: CheckpointConfig, where: str) -> None:
     """CheckpointError if the LM weights (their tensors' names, from `where`) are another member
-    of the family's (`model.family`): MoshiVis's, PersonaPlex's."""
+    of the family's (`model.family`) that this app does not run: MoshiVis's. (PersonaPlex's
+    run: `personaplex_by_weights`.)"""
     refused = family.weights_refusal(tensor_names, config.lm.dep_q)
     if refused:
         raise CheckpointError(f"{where}: {refused}")

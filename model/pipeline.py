@@ -19,7 +19,7 @@ import torch
 from .checkpoint import load_lm, load_mimi
 from .config import FRAME_SIZE
 from .cpu import speed_up
-from .files import ModelFiles, resolve_folder
+from .files import CheckpointError, ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
@@ -129,6 +129,12 @@ class Pipeline:
         bfloat16. Mimi always runs in float32.
         """
         files = source if isinstance(source, ModelFiles) else resolve_folder(source)
+        if files.config.model_type == "personaplex":
+            raise CheckpointError(
+                f"{files.folder} is PersonaPlex, which loads (model.persona) but does not run in "
+                "conversations yet: choose a Moshi dialogue model, such as "
+                "kyutai/moshiko-pytorch-bf16"
+            )
         dev = resolve_device(device)
         # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
         mimi = speed_up(load_mimi(files, dev))

@@ -299,3 +299,61 @@ def write_random_lora(
             state[fused] = torch.cat([state.pop(key) for _, key in sorted(steps)])
     save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(folder / LORA_NAME))
     return folder
+
+
+# A PersonaPlex-shaped LM (dep_q 16: the depth transformer also predicts the user's codebooks)
+# with Moshi's card of 2048, so that the fork's fixed silence and sine codes are in range.
+# Its attention context spans the whole prompt schedule, so the voice still counts when the user
+# speaks.
+TINY_PERSONAPLEX_LM = dict(TINY_LM, dim=64, num_heads=4, card=2048, depformer_dim=32, context=100)
+del TINY_PERSONAPLEX_LM["dep_q"]  # model_type "personaplex" implies 16
+TINY_PERSONAPLEX_MIMI = json.loads(json.dumps(TINY_MIMI))
+TINY_PERSONAPLEX_MIMI["seanet"]["n_filters"] = 8
+TINY_PERSONAPLEX_MIMI["quantizer"]["bins"] = 2048
+
+
+def write_tiny_personaplex(folder: str | Path, *, seed: int = 0, vocab_size: int = 200) -> Path:
+    """A tiny PersonaPlex in NVIDIA's layout, deterministic in `seed`: config.json with
+    model_type "personaplex" (and small LM keys, where NVIDIA's has none), the LM in float32 with
+    all 16 depth slices and fused attention keys, Mimi's weights and config, a tokenizer.
+
+    The weights make every stage carry information: embeddings N(0, 1), linears N(0, 1 / fan_in)
+    (the output heads 20 times that), norm gains near 1; Mimi's convs He-scaled (a default init flattens the signal), layer scales
+    near 1 and codebooks N(0, 1), so a voice's frames get varied codes."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(folder / TOKENIZER_NAME, vocab_size)
+    config = dict(
+        TINY_PERSONAPLEX_LM,
+        text_card=vocab_size,
+        mimi_config_name=MIMI_CONFIG_NAME,
+        model_type="personaplex",
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / MIMI_CONFIG_NAME).write_text(json.dumps(TINY_PERSONAPLEX_MIMI, indent=2))
+    lm_config = CheckpointConfig.from_dict(config).lm
+    g = torch.Generator().manual_seed(seed)
+    state = random_lm_state(lm_config, seed)
+    for key, value in state.items():
+        if key.endswith(".alpha"):
+            value.copy_(1 + 0.2 * torch.randn(value.shape, generator=g))
+        elif key == "text_linear.weight" or key.startswith("linears."):
+            value.mul_(20)  # logits spread over tens of units: no near ties among 2048 codes
+    save_file(
+        {k: v.contiguous() for k, v in fuse_attention(state).items()}, str(folder / MOSHI_NAME)
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mimi_state = Mimi(MimiConfig.from_dict(TINY_PERSONAPLEX_MIMI)).state_dict()
+    for key, value in mimi_state.items():
+        if key.endswith("_codebook.embedding_sum"):
+            value.copy_(torch.randn(value.shape, generator=g))
+        elif key.endswith("_codebook.cluster_usage"):
+            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+        elif key.endswith(("layer_scale_1.scale", "layer_scale_2.scale")):
+            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+        elif key.endswith(("conv.weight", "convtr.weight")):
+            value.mul_(6**0.5)
+    mimi_state = fuse_attention(mimi_state)
+    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
+    return folder

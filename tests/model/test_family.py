@@ -29,8 +29,8 @@ CONFIGS = {
     "tts-1.6b-en_fr.json": ("kyutai/tts-1.6b-en_fr", "Kyutai TTS", "model_type"),
     "stt-1b-en_fr.json": ("kyutai/stt-1b-en_fr", "Kyutai STT", "model_type"),
     "moshirag.json": ("kyutai/moshirag-example", "MoshiRAG", "retrieval server"),
-    "personaplex-7b-v1.json": ("nvidia/personaplex-7b-v1", "PersonaPlex", "model_type"),
 }
+PERSONAPLEX_CONFIG = "personaplex-7b-v1.json"  # recorded too; PersonaPlex runs (model.persona)
 
 VISION_KEYS = (
     "image_prefix.encoder.patch_embed.weight",
@@ -164,8 +164,18 @@ def test_a_moshivis_repository_is_refused_after_reading_only_its_header(fake_hub
 
 def test_personaplex_weights_without_a_config_are_told_by_their_depth_transformer(tmp_path):
     folder = _model_folder(tmp_path / "pp", {}, _personaplex_weights(16))
-    with pytest.raises(CheckpointError, match="this is PersonaPlex, .* weights for 16 codebooks"):
-        resolve_folder(folder)
+    config = resolve_folder(folder).config
+    assert config.model_type == "personaplex" and config.lm.dep_q == 16
+
+
+def test_personaplex_is_told_by_its_config_and_loads_as_such(tmp_path):
+    config = json.loads((DATA / PERSONAPLEX_CONFIG).read_text())
+    folder = _model_folder(tmp_path / "pp", config, _personaplex_weights(16))
+    files = resolve_folder(folder)
+    assert files.config.model_type == "personaplex"
+    assert files.config.lm.dep_q == 16 and files.config.lm.n_q == 16
+    assert files.mimi_config.num_codebooks == 8
+    assert weights_member(_personaplex_weights(16))[0].name == "PersonaPlex"
 
 
 def test_moshi_weights_pass_the_header_check(tmp_path):

@@ -40,7 +40,10 @@ missing slices 8..15 of `gating`, `linears`, `depformer_in` and `depformer_emb` 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import tarfile
 import types
 import wave
 from dataclasses import dataclass
@@ -55,7 +58,7 @@ from .generate import SamplingSettings, sample
 from .hf_layout import WeightsReader
 from .lm import LM
 from .mimi import Mimi
-from .streaming import State, StreamingModule, streaming
+from .streaming import State, StreamingModule, reset_streaming, streaming
 from .transformer import Attention, FrameKVCache
 
 REPOSITORIES = ("nvidia/personaplex-7b-v1", "kyutai/personaplex-rl-seamless")
@@ -346,14 +349,69 @@ def voice_codes(mimi: Mimi, pcm: np.ndarray) -> torch.Tensor:
     run_as_the_fork(mimi)
     device = next(mimi.parameters()).device
     frames = []
-    with streaming(mimi, 1):
+    streaming_now = any(
+        m.state is not None for m in mimi.modules() if isinstance(m, StreamingModule)
+    )
+    with contextlib.nullcontext() if streaming_now else streaming(mimi, 1):
+        if streaming_now:  # a conversation's Mimi: the voice gets a fresh stream, then it does
+            reset_streaming(mimi)
         for start in range(0, len(pcm), FRAME_SIZE):
             chunk = pcm[start : start + FRAME_SIZE]
             if len(chunk) < FRAME_SIZE:
                 chunk = np.concatenate([chunk, np.zeros(FRAME_SIZE - len(chunk))])
             x = torch.tensor(chunk[None, None], dtype=torch.float32, device=device)
             frames.append(mimi.encode(x)[:, :8])
+        if streaming_now:
+            reset_streaming(mimi)
     return torch.cat(frames, dim=-1)
+
+
+VOICES_ARCHIVE = "voices.tgz"  # NVIDIA's repository: voices/NATF0.pt ... voices/VARM4.pt
+
+
+def voice_names(folder: str | Path) -> list[str]:
+    """The voices packaged with a PersonaPlex folder: voices/*.pt, or the .pt files of
+    voices.tgz (read in place, never extracted)."""
+    folder = Path(folder)
+    names = {p.stem for p in (folder / "voices").glob("*.pt")}
+    archive = folder / VOICES_ARCHIVE
+    if archive.is_file():
+        with tarfile.open(archive, "r:gz") as tar:
+            names |= {
+                Path(m.name).stem for m in tar.getmembers() if m.isfile() and m.name.endswith(".pt")
+            }
+    return sorted(names)
+
+
+def packaged_voice(folder: str | Path, name: str, cfg: LMConfig) -> VoicePrompt:
+    """The packaged voice `name` (NATF2, say) of a PersonaPlex folder, from voices/NAME.pt or
+    from voices.tgz's member voices/NAME.pt, read into memory (no file of the archive is
+    written: no path can leave the folder, no link is followed), loaded as tensors only."""
+    folder = Path(folder)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise CheckpointError(f"{name!r} is not a voice name (such as NATF2)")
+    loose = folder / "voices" / f"{name}.pt"
+    if loose.is_file():
+        return VoicePrompt.load(loose, cfg)
+    archive = folder / VOICES_ARCHIVE
+    if archive.is_file():
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.lstrip("./") == f"voices/{name}.pt":
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    try:
+                        state = torch.load(
+                            io.BytesIO(data.read()), map_location="cpu", weights_only=True
+                        )
+                    except Exception as e:  # noqa: BLE001
+                        raise CheckpointError(f"{name}.pt is not a voice prompt ({e})") from None
+                    return VoicePrompt.from_state(state, cfg, f"{name}.pt")
+    known = voice_names(folder)
+    raise CheckpointError(
+        f"no voice {name!r} in {folder}"
+        + (f": it has {', '.join(known)}" if known else " (it has no voices/ or voices.tgz)")
+    )
 
 
 # --- The generator -------------------------------------------------------------------------------
@@ -391,10 +449,7 @@ class PersonaGenerator(StreamingModule):
         self.lm = run_as_the_fork(lm)
         self.sampling = sampling or SamplingSettings()
         self.rng = torch.Generator(device=lm.device)
-        if seed is None:
-            self.rng.seed()
-        else:
-            self.rng.manual_seed(seed)
+        self.seed(seed)
         self.max_delay = cfg.max_delay
         self.half = cfg.n_q // 2  # codebooks per stream (8)
         device = lm.device
@@ -404,6 +459,13 @@ class PersonaGenerator(StreamingModule):
         self._silence = torch.tensor(silence_tokens, device=device).view(1, -1)
         self._sine = torch.tensor(sine_tokens, device=device).view(1, -1)
         self.last_picks: torch.Tensor | None = None  # [B, 1 + dep_q]: the model's own picks
+
+    def seed(self, seed: int | None) -> None:
+        """A fixed seed repeats a conversation exactly; None draws a fresh one."""
+        if seed is None:
+            self.rng.seed()
+        else:
+            self.rng.manual_seed(seed)
 
     def init_state(self, batch_size: int) -> _PersonaCache:
         cfg = self.lm.cfg
@@ -498,9 +560,10 @@ class PersonaGenerator(StreamingModule):
         return self._finish(*self._temporal(x), source, target)
 
     @torch.no_grad()
-    def step(self, user_codes: torch.Tensor) -> torch.Tensor | None:
+    def step(self, user_codes: torch.Tensor, advance: object = None) -> torch.Tensor | None:
         """user_codes [B, >= 8] (one frame) -> [B, 1 + dep_q]: the text token, Moshi's 8 codes
-        and the user's 8 of the frame `max_delay` steps back; None on the first two calls."""
+        and the user's 8 of the frame `max_delay` steps back; None on the first two calls.
+        (`advance` is FrameGenerator's: this step runs eagerly, its offset on the host.)"""
         B = self._state.tokens.shape[0]
         return self._step(user=user_codes.reshape(B, -1)[:, : self.half].long())
 

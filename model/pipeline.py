@@ -19,11 +19,12 @@ import torch
 from .checkpoint import load_lm, load_mimi
 from .config import FRAME_SIZE
 from .cpu import speed_up
-from .files import CheckpointError, ModelFiles, resolve_folder
+from .files import ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
 from .mimi import Mimi
+from .persona import PersonaGenerator, VoicePrompt, persona_tokens
 from .streaming import reset_streaming, start_streaming, stop_streaming
 from .text import IncrementalDetokenizer, TextTokenizer, open_tokenizer
 
@@ -93,7 +94,17 @@ class Pipeline:
             sampling = SamplingSettings.from_lm_gen_config(
                 files.config.lm_gen_config if files else {}
             )
-        self.generator = FrameGenerator(lm, sampling, seed)
+        # PersonaPlex (model.persona): its depth transformer generates the user's codebooks too,
+        # and a prompt schedule (voice, persona) runs before each conversation.
+        self.personaplex = lm.cfg.dep_q == lm.cfg.n_q
+        self.voice: VoicePrompt | None = None
+        self.persona = ""
+        self._prompted = False
+        self.generator: FrameGenerator | PersonaGenerator
+        if self.personaplex:
+            self.generator = PersonaGenerator(lm, sampling, seed)
+        else:
+            self.generator = FrameGenerator(lm, sampling, seed)
         self.detokenizer = IncrementalDetokenizer(
             tokenizer,
             pad_id=lm.cfg.existing_text_padding_id,
@@ -105,7 +116,9 @@ class Pipeline:
         graphs = graphs_wanted(self.device) if cuda_graphs is None else cuda_graphs
         self._encode = Graphed(self.mimi.encode, enabled=graphs)  # [1, 1, 1920] -> [1, K, 1]
         self._advance = Graphed(  # user codes [1, K] -> [1, 1 + dep_q]
-            self.generator.advance, enabled=graphs, generators=[self.generator.rng]
+            getattr(self.generator, "advance", self.generator.step),
+            enabled=graphs and not self.personaplex,  # PersonaPlex's step runs eagerly
+            generators=[self.generator.rng],
         )
         self._decode = Graphed(self.mimi.decode, enabled=graphs)  # [1, dep_q, 1] -> [1, 1, 1920]
 
@@ -129,12 +142,6 @@ class Pipeline:
         bfloat16. Mimi always runs in float32.
         """
         files = source if isinstance(source, ModelFiles) else resolve_folder(source)
-        if files.config.model_type == "personaplex":
-            raise CheckpointError(
-                f"{files.folder} is PersonaPlex, which loads (model.persona) but does not run in "
-                "conversations yet: choose a Moshi dialogue model, such as "
-                "kyutai/moshiko-pytorch-bf16"
-            )
         dev = resolve_device(device)
         # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
         mimi = speed_up(load_mimi(files, dev))
@@ -157,7 +164,7 @@ class Pipeline:
     @cuda_graphs.setter
     def cuda_graphs(self, on: bool) -> None:
         for stage in (self._encode, self._advance, self._decode):
-            stage.enabled = on
+            stage.enabled = on and not (stage is self._advance and self.personaplex)
             stage.reset()
 
     @property
@@ -173,12 +180,35 @@ class Pipeline:
         if reshaped:
             self._advance.reset()
 
+    def set_persona(self, voice: VoicePrompt | None, persona: str = "") -> None:
+        """PersonaPlex's voice prompt and persona (role text) for the next conversation (from
+        the next `reset`, or now if none has started). The voice's state after its prompt is
+        kept, so later conversations step through its saved embeddings instead of Mimi."""
+        if not self.personaplex:
+            raise ValueError("a voice and a persona need a PersonaPlex model")
+        self.voice, self.persona = voice, persona
+        if self.frames == 0:
+            self._prompted = False
+
+    def _prompt(self) -> None:
+        """PersonaPlex's prompt schedule, before the conversation's first frame."""
+        self._prompted = True
+        if not self.personaplex:
+            return
+        assert isinstance(self.generator, PersonaGenerator)
+        tokens = persona_tokens(self.tokenizer, self.persona)
+        kept = self.generator.prompt(self.voice, tokens, self.mimi)
+        reset_streaming(self.mimi)  # the conversation's audio starts a fresh stream
+        if self.voice is not None and self.voice.embeddings is None:
+            self.voice = kept  # the same state next time, without encoding the voice again
+
     def reset(self, seed: int | None = None) -> None:
         """Start a new conversation: every streaming state back to its start."""
         reset_streaming(self.mimi)
         reset_streaming(self.generator)
         self.detokenizer.reset()
         self.frames = 0
+        self._prompted = False
         if seed is not None:
             self.generator.seed(seed)
             self._advance.reset()
@@ -212,6 +242,8 @@ class Pipeline:
         if frame.numel() != FRAME_SIZE:
             raise ValueError(f"a frame is {FRAME_SIZE} samples, got {frame.numel()}")
         ms: dict[str, float] = {}
+        if not self._prompted:
+            self._prompt()
         t0 = time.perf_counter()
         codes = self._encode(frame.to(self.device)[None, None])  # [1, 8, 1]
         self._sync()
@@ -226,7 +258,8 @@ class Pipeline:
         if out is None:
             ms["decode"] = 0.0
             return StepResult("", None, ms=ms)
-        audio = self._decode(out[:, 1:, None])  # [1, 1, 1920]
+        moshi = 1 + self.mimi.num_codebooks  # text, then Moshi's codes (not PersonaPlex's user's)
+        audio = self._decode(out[:, 1:moshi, None])  # [1, 1, 1920]
         pcm_out = audio[0, 0].float().cpu().numpy()
         ms["decode"] = 1000 * (time.perf_counter() - t2)
-        return StepResult(self.detokenizer.push(tokens[0]), pcm_out, tokens[0], tokens[1:], ms)
+        return StepResult(self.detokenizer.push(tokens[0]), pcm_out, tokens[0], tokens[1:moshi], ms)

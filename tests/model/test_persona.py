@@ -30,6 +30,7 @@ from model.persona import (
     read_wav,
 )
 from model.streaming import streaming
+from model.text import open_tokenizer
 from model.tiny import write_tiny_personaplex
 
 DATA = Path(__file__).parent / "data" / "personaplex"
@@ -172,9 +173,24 @@ def test_missing_depth_slices_are_filled_from_the_first_eight_as_the_fork_does(t
     assert torch.equal(state["depformer_emb.8.weight"], full["depformer_emb.0.weight"])
 
 
-def test_a_conversation_pipeline_says_it_does_not_run_personaplex_yet(persona_model):
+def test_a_conversation_pipeline_runs_the_prompt_then_the_forks_live_step(persona_model):
+    """The app's seam: the voice and persona before the first frame, then one step per frame
+    (Mimi encodes the user's audio), Moshi's 8 codes decoded; a reset runs the prompt again
+    from the voice's kept state, to the same conversation."""
+    import numpy as np
+
     from model.pipeline import Pipeline
 
-    files = persona_model[0]
-    with pytest.raises(CheckpointError, match="is PersonaPlex, which loads"):
-        Pipeline.load(files)
+    files, lm, mimi, tokenizer = persona_model
+    pipeline = Pipeline(mimi, lm, open_tokenizer(files.tokenizer), files=files, seed=0)
+    pipeline.sampling = SamplingSettings(greedy=True)
+    voice = VoicePrompt.load(DATA / RECORDED["pt"]["voice"], lm.cfg)
+    pipeline.set_persona(voice, RECORDED["persona"])
+    frames = [np.sin(np.arange(1920) * (0.01 + 0.003 * i)).astype(np.float32) for i in range(4)]
+    first = [pipeline.step(frame) for frame in frames]
+    assert all(r.pcm is not None and r.pcm.shape == (1920,) for r in first)
+    assert all(len(r.audio_tokens) == 8 for r in first)
+    pipeline.reset()
+    again = [pipeline.step(frame) for frame in frames]
+    assert [r.audio_tokens for r in again] == [r.audio_tokens for r in first]
+    pipeline.close()

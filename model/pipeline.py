@@ -24,7 +24,7 @@ from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
 from .mimi import Mimi
-from .persona import PersonaGenerator, VoicePrompt, persona_tokens
+from .persona import PersonaGenerator, VoicePrompt, persona_tokens, run_as_the_fork
 from .streaming import reset_streaming, start_streaming, stop_streaming
 from .text import IncrementalDetokenizer, TextTokenizer, open_tokenizer
 
@@ -103,6 +103,7 @@ class Pipeline:
         self.generator: FrameGenerator | PersonaGenerator
         if self.personaplex:
             self.generator = PersonaGenerator(lm, sampling, seed)
+            run_as_the_fork(self.mimi)  # Mimi's attention too, as the fork's server runs it
         else:
             self.generator = FrameGenerator(lm, sampling, seed)
         self.detokenizer = IncrementalDetokenizer(

@@ -30,7 +30,8 @@ from torch import nn
 
 from . import hf_layout
 from .files import SAFETENSORS_DTYPES, CheckpointError, ModelFiles, read_header
-from .hf_layout import ShardedWeights, WeightsReader, is_index
+from .hf_config import is_index
+from .hf_layout import ShardedWeights, WeightsReader
 from .lm import LM
 from .lora import LoraMerged
 from .mimi import Mimi

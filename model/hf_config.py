@@ -21,6 +21,7 @@ attention, attention biases, another activation or norm epsilon) is a ConfigErro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -40,6 +41,11 @@ WEIGHTS_NAME = "model.safetensors"  # unsharded weights
 TOKENIZER_JSON = "tokenizer.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 MIMI_PREFIX = "audio_encoder."  # where Mimi's tensors sit in a Moshi checkpoint
+
+
+def is_index(path: Path) -> bool:
+    """Whether `path` is a sharded checkpoint's index rather than a weights file."""
+    return path.name.endswith(".index.json")  # model.safetensors.index.json, or a variant's
 
 
 def is_transformers_config(raw: Any) -> bool:

@@ -31,7 +31,7 @@ from typing import Protocol
 import torch
 
 from .files import CheckpointError, shard_names
-from .hf_config import INDEX_NAME, MIMI_PREFIX
+from .hf_config import MIMI_PREFIX
 
 Header = dict[str, tuple[torch.Size, torch.dtype]]
 
@@ -370,8 +370,3 @@ def mimi_weights(source: WeightsReader, prefix: str, num_heads: int, expected: I
         )
     # The LM's tensors sit beside Mimi's in a Moshi checkpoint: not Mimi's.
     return m.done(source, "Mimi", lambda key: not key.startswith(prefix))
-
-
-def is_index(path: Path) -> bool:
-    """Whether `path` is a sharded checkpoint's index rather than a weights file."""
-    return path.name.endswith(".index.json") or path.name == INDEX_NAME

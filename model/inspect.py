@@ -36,6 +36,7 @@ from .files import (
     read_header,
     shard_names,
 )
+from .hf_config import is_index
 from .lm import LM
 from .mimi import Mimi
 from .text import TokenizerError, open_tokenizer
@@ -179,7 +180,7 @@ def _cache_values(module: nn.Module) -> int:
 def weights_header(path: Path) -> dict[str, TensorInfo]:
     """The tensor table of a weights file, or of every shard a model.safetensors.index.json
     names (headers only)."""
-    if not hf_layout.is_index(path):
+    if not is_index(path):
         return read_header(path)
     header: dict[str, TensorInfo] = {}
     for name in shard_names(path):
@@ -189,7 +190,7 @@ def weights_header(path: Path) -> dict[str, TensorInfo]:
 
 def weights_size(path: Path) -> int:
     """Bytes on disk of a weights file, or of the shards an index names."""
-    if not hf_layout.is_index(path):
+    if not is_index(path):
         return path.stat().st_size
     return sum((path.parent / name).stat().st_size for name in shard_names(path))
 
@@ -256,7 +257,7 @@ def describe_format(files: ModelFiles) -> str:
     if files.config.format == "transformers" or hf_layout.is_transformers_lm(header):
         shards = (
             f"{len(shard_names(files.lm_weights))} shards"
-            if hf_layout.is_index(files.lm_weights)
+            if is_index(files.lm_weights)
             else "one file"
         )
         return f"transformers format ({shards}, tokenizer.json){_describe_lora(files)}"
@@ -272,7 +273,7 @@ def describe_format(files: ModelFiles) -> str:
     if files.lm_weights.name == "consolidated.safetensors":
         layout += ", a full fine-tune from moshi-finetune"
     try:
-        mimi = read_header(files.mimi_weights) if not hf_layout.is_index(files.mimi_weights) else {}
+        mimi = read_header(files.mimi_weights) if not is_index(files.mimi_weights) else {}
     except CheckpointError:
         mimi = {}
     if any(k.endswith("._codebook.embed_sum") or k.endswith("._codebook.inited") for k in mimi):

@@ -236,8 +236,9 @@ def check(source: str, revision: str | None = None, offline: bool | None = None)
 def _weights_files(path: Path) -> list[Path]:
     """A weights file, or a sharded checkpoint's index and the shards it names."""
     from model.files import shard_names
+    from model.hf_config import is_index
 
-    if not path.name.endswith(".index.json"):
+    if not is_index(path):
         return [path]
     return [path, *(path.parent / name for name in shard_names(path))]
 

@@ -126,8 +126,16 @@ class _Mapping:
     def shape(self, key: str) -> torch.Size:
         return self.header[key][0]
 
+    def missing(self, *keys: str) -> bool:
+        """Whether any of `keys` is not in the header (each is listed as a problem)."""
+        absent = [key for key in keys if key not in self.header]
+        self.problems.extend(f"{key}: missing" for key in absent)
+        return bool(absent)
+
     def rename(self, target: str, source: str, shape: Iterable[int] | None = None) -> None:
         """`source` as `target`, reshaped to `shape` (a view: norms [dim] -> [1, 1, dim])."""
+        if self.missing(source):
+            return
         if shape is None:
             self.recipes[target] = _Recipe((source,), self.shape(source))
             return
@@ -139,6 +147,8 @@ class _Mapping:
 
     def fuse_qkv(self, target: str, q: str, k: str, v: str, heads: int | None) -> None:
         """Kyutai's in-projection: q, k (back from rotate-half when `heads`) and v stacked."""
+        if self.missing(q, k, v):
+            return
         shapes = [self.shape(key) for key in (q, k, v)]
         if len({tuple(s) for s in shapes}) != 1 or len(shapes[0]) != 2:
             self.problems.append(f"{q}, {k}, {v}: shapes {[tuple(s) for s in shapes]} differ")
@@ -154,6 +164,8 @@ class _Mapping:
 
     def unstack(self, target: Callable[[int], str], source: str, count: int) -> None:
         """Slice i of the stacked [count, ...] `source` as `target(i)`."""
+        if self.missing(source):
+            return
         shape = self.shape(source)
         if len(shape) < 2 or shape[0] != count:
             self.problems.append(
@@ -165,6 +177,8 @@ class _Mapping:
 
     def fuse_qkv_stacked(self, target: Callable[[int], str], q: str, k: str, v: str, count: int):
         """Per codebook i, Kyutai's in-projection from slice i of the stacked q, k and v."""
+        if self.missing(q, k, v):
+            return
         shapes = [self.shape(key) for key in (q, k, v)]
         if len({tuple(s) for s in shapes}) != 1 or len(shapes[0]) != 3 or shapes[0][0] != count:
             self.problems.append(
@@ -193,7 +207,6 @@ class _Mapping:
 # --- Moshi's LM --------------------------------------------------------------------------------
 
 _LM_MARK = "decoder.model.embed_tokens.weight"
-_PROJ = r"(?:\.linear)?\.weight"  # MoshiLinear wraps its weight in `.linear` (transformers 5.x)
 
 
 def is_transformers_lm(header: Header) -> bool:
@@ -201,12 +214,10 @@ def is_transformers_lm(header: Header) -> bool:
 
 
 def _proj(mapping: _Mapping, prefix: str, name: str) -> str:
-    """The key of projection `name` (q_proj, ...) under `prefix`, with or without `.linear`."""
-    for key in (f"{prefix}.{name}.linear.weight", f"{prefix}.{name}.weight"):
-        if mapping.has(key):
-            return key
-    mapping.problems.append(f"{prefix}.{name}.weight: missing")
-    return f"{prefix}.{name}.weight"
+    """The key of projection `name` (q_proj, ...) under `prefix`: with `.linear` (MoshiLinear
+    wraps its weight so in transformers 5.x) or without."""
+    wrapped = f"{prefix}.{name}.linear.weight"
+    return wrapped if mapping.has(wrapped) else f"{prefix}.{name}.weight"
 
 
 def lm_weights(source: WeightsReader, num_heads: int, dep_q: int) -> MappedWeights:
@@ -247,8 +258,6 @@ def lm_weights(source: WeightsReader, num_heads: int, dep_q: int) -> MappedWeigh
                 m.rename(f"{ours}.{target}.alpha", key, (1, 1, m.shape(key)[-1]))
         q, k, v, o = (_proj(m, f"{src}.self_attn", f"{n}_proj") for n in "qkvo")
         fc1, fc2 = f"{src}.mlp.fc1.weight", f"{src}.mlp.fc2.weight"
-        if m.problems:
-            continue
         if stack == "decoder.model":
             m.fuse_qkv(f"{ours}.self_attn.in_projs.0.weight", q, k, v, num_heads)
             m.rename(f"{ours}.self_attn.out_projs.0.weight", o)

@@ -462,3 +462,26 @@ def test_transformers_defaults_are_moshi_7b_and_kyutais_mimi():
     assert config.mimi == MimiConfig(num_codebooks=8)
     full = transformers.MoshiConfig(audio_encoder_config=transformers.MimiConfig().to_dict())
     assert moshi_config(full.to_dict(), "config.json") == config
+
+
+def test_every_missing_tensor_is_named_before_any_is_read(folders, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "hf"
+    shutil.copytree(folders["hf"], folder)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    gone = [
+        "decoder.model.layers.1.mlp.fc1.weight",
+        "depth_decoder.layers.0.self_attn.k_proj.linear.weight",
+    ]
+    for key in gone:
+        shard = folder / index["weight_map"].pop(key)
+        state = load_file(shard)
+        del state[key]
+        save_file(state, str(shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError) as error:
+        load_lm(resolve_folder(folder), dtype=torch.float32)
+    named = ["decoder.model.layers.1.mlp.fc1.weight", "depth_decoder.layers.0.self_attn.k_proj"]
+    assert all(f"{key}" in str(error.value) for key in named), error.value
+    assert str(error.value).count("missing") == 2, error.value

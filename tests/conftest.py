@@ -33,6 +33,28 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def fork_voice_pt(tmp_path_factory: pytest.TempPathFactory):
+    """voice_b.pt, the voice prompt NVIDIA's PersonaPlex fork saved for a voice recording
+    (tests/model/data/personaplex/record.py). Its tensors are kept in the repository as JSON
+    (voice_b.json: dtype, shape and values, exact), not as a pickle; torch.save writes them here
+    as the fork's .pt."""
+    import json
+
+    import torch
+
+    data = os.path.join(os.path.dirname(__file__), "model", "data", "personaplex", "voice_b.json")
+    with open(data, encoding="utf-8") as f:
+        entries = json.load(f)
+    tensors = {
+        key: torch.tensor(e["values"], dtype=getattr(torch, e["dtype"])).reshape(e["shape"])
+        for key, e in entries.items()
+    }
+    path = tmp_path_factory.mktemp("voice") / "voice_b.pt"
+    torch.save(tensors, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random Moshi in Kyutai's folder layout (fused attention keys, as released)."""
     from model.tiny import write_tiny_checkpoint

@@ -76,10 +76,10 @@ def test_a_personaplex_folder_loads_with_sixteen_depth_codebooks(persona_model):
     assert persona_tokens(tokenizer, RECORDED["persona"]) == RECORDED["persona_tokens"]
 
 
-def test_a_pt_voice_and_a_persona_give_the_forks_tokens(persona_model):
+def test_a_pt_voice_and_a_persona_give_the_forks_tokens(persona_model, fork_voice_pt):
     _, lm, mimi, tokenizer = persona_model
     recorded = RECORDED["pt"]
-    voice = VoicePrompt.load(DATA / recorded["voice"], lm.cfg)
+    voice = VoicePrompt.load(fork_voice_pt, lm.cfg)
     prompt, live, outputs, _ = run(lm, mimi, voice, RECORDED["persona_tokens"])
     assert prompt == recorded["prompt_picks"]
     assert live == recorded["live_picks"]
@@ -120,9 +120,11 @@ def test_the_voice_loudness_follows_pyloudnorm():
     assert integrated_loudness(pcm) == pyloudnorm.Meter(24000).integrated_loudness(pcm)
 
 
-def test_a_pt_voice_is_loaded_as_tensors_only_and_its_shapes_checked(tmp_path, persona_model):
+def test_a_pt_voice_is_loaded_as_tensors_only_and_its_shapes_checked(
+    tmp_path, persona_model, fork_voice_pt
+):
     _, lm, _, _ = persona_model
-    good = torch.load(DATA / RECORDED["pt"]["voice"], weights_only=True)
+    good = torch.load(fork_voice_pt, weights_only=True)
     bad = tmp_path / "bad.pt"
     torch.save({"embeddings": good["embeddings"][..., :3], "cache": good["cache"]}, bad)
     with pytest.raises(CheckpointError, match="embeddings of shape"):
@@ -173,7 +175,9 @@ def test_missing_depth_slices_are_filled_from_the_first_eight_as_the_fork_does(t
     assert torch.equal(state["depformer_emb.8.weight"], full["depformer_emb.0.weight"])
 
 
-def test_a_conversation_pipeline_runs_the_prompt_then_the_forks_live_step(persona_model):
+def test_a_conversation_pipeline_runs_the_prompt_then_the_forks_live_step(
+    persona_model, fork_voice_pt
+):
     """The app's seam: the voice and persona before the first frame, then one step per frame
     (Mimi encodes the user's audio), Moshi's 8 codes decoded; a reset runs the prompt again
     from the voice's kept state, to the same conversation."""
@@ -184,7 +188,7 @@ def test_a_conversation_pipeline_runs_the_prompt_then_the_forks_live_step(person
     files, lm, mimi, tokenizer = persona_model
     pipeline = Pipeline(mimi, lm, open_tokenizer(files.tokenizer), files=files, seed=0)
     pipeline.sampling = SamplingSettings(greedy=True)
-    voice = VoicePrompt.load(DATA / RECORDED["pt"]["voice"], lm.cfg)
+    voice = VoicePrompt.load(fork_voice_pt, lm.cfg)
     pipeline.set_persona(voice, RECORDED["persona"])
     frames = [np.sin(np.arange(1920) * (0.01 + 0.003 * i)).astype(np.float32) for i in range(4)]
     first = [pipeline.step(frame) for frame in frames]

@@ -32,11 +32,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def personaplex(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def personaplex(tmp_path_factory: pytest.TempPathFactory, fork_voice_pt: Path) -> Path:
     seed = json.loads((DATA / "tokens.json").read_text())["seed"]
     folder = write_tiny_personaplex(tmp_path_factory.mktemp("personaplex"), seed=seed)
     with tarfile.open(folder / "voices.tgz", "w:gz") as tar:
-        data = (DATA / "voice_b.pt").read_bytes()
+        data = fork_voice_pt.read_bytes()
         member = tarfile.TarInfo("voices/NATF2.pt")
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))

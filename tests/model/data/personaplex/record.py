@@ -1,9 +1,9 @@
 """Record what NVIDIA's PersonaPlex fork does on a tiny random PersonaPlex, for test_persona.py.
 
 CI cannot reach GitHub, so the fork's tokens are recorded here and kept beside this script:
-tokens.json, the two voice recordings (voice_a.wav, voice_b.wav) and voice_b.pt (what the fork
-saves for voice_b.wav: embeddings and token cache). The weights are not kept: both sides rebuild
-them with `model.tiny.write_tiny_personaplex(folder, seed=0)` (NVIDIA's layout: fused attention,
+tokens.json, the two voice recordings (voice_a.wav, voice_b.wav) and voice_b.json (the
+tensors of voice_b.pt, what the fork saves for voice_b.wav: embeddings and token cache; kept as
+JSON, never as a pickle). The weights are not kept: both sides rebuild them with `model.tiny.write_tiny_personaplex(folder, seed=0)` (NVIDIA's layout: fused attention,
 all 16 depth slices, float32), which the fork loads with its own loader (`loaders.get_moshi_lm`
 and `get_mimi`, their hard-coded sizes swapped for the tiny ones).
 
@@ -178,7 +178,18 @@ def main() -> None:
     # voice_b.pt: what the fork saves for voice_b.wav (beside it, as voice_b.pt).
     shutil.copy(HERE / "voice_b.wav", work / "voice_b.wav")
     run(work / "voice_b.wav", save=True)
-    shutil.copy(work / "voice_b.pt", HERE / "voice_b.pt")
+    # Kept as JSON (exact: float32 values round-trip through JSON's doubles), not as a pickle:
+    # tests/conftest.py's fork_voice_pt writes it back as the fork's .pt with torch.save.
+    fork_pt = torch.load(work / "voice_b.pt", weights_only=True)
+    entries = {
+        key: {
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": list(t.shape),
+            "values": t.flatten().tolist(),
+        }
+        for key, t in fork_pt.items()
+    }
+    (HERE / "voice_b.json").write_text(json.dumps(entries) + "\n")
     voice_codes.clear()
     recorded = {
         "seed": SEED,
@@ -188,7 +199,7 @@ def main() -> None:
         "wav": run(HERE / "voice_a.wav", save=False),
     }
     recorded["wav"]["voice_codes"] = list(voice_codes)
-    recorded["pt"] = run(HERE / "voice_b.pt", save=False)
+    recorded["pt"] = run(work / "voice_b.pt", save=False)
 
     # Every stage carries information.
     codes = np.array(recorded["wav"]["voice_codes"])
@@ -198,7 +209,7 @@ def main() -> None:
         assert all(len(set(live[:, k])) > 1 for k in range(17)), f"{name}: a stream is constant"
     assert recorded["wav"]["live_out"] != recorded["pt"]["live_out"]
     (HERE / "tokens.json").write_text(json.dumps(recorded) + "\n")
-    (HERE / "voice_b.wav").unlink()  # its .pt is what the test uses
+    (HERE / "voice_b.wav").unlink()  # its .pt's tensors are what the test uses
     shutil.rmtree(work)
     print("recorded", {k: len(recorded[k]["prompt_picks"]) for k in ("wav", "pt")}, "prompt steps")
 

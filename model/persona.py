@@ -41,6 +41,7 @@ missing slices 8..15 of `gating`, `linears`, `depformer_in` and `depformer_emb` 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import re
 import tarfile
@@ -335,6 +336,17 @@ class VoicePrompt:
         if cache.numel() and (cache.min() < -2 or cache.max() > top):
             raise CheckpointError(f"{name}: its token cache holds tokens outside the vocabulary")
         return cls(embeddings=embeddings, cache=cache.long())
+
+    def fingerprint(self) -> str:
+        """Tells voices apart (the same audio or the same saved state: the same fingerprint)."""
+        digest = hashlib.sha256()
+        for part in (self.pcm, self.embeddings, self.cache):
+            if part is None:
+                digest.update(b"-")
+            else:
+                array = part.float().numpy() if isinstance(part, torch.Tensor) else part
+                digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        return digest.hexdigest()
 
     def state(self) -> dict[str, torch.Tensor]:
         """What a .pt voice file holds (save it with torch.save)."""

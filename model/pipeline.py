@@ -25,7 +25,13 @@ from .graphs import Graphed, graphs_wanted
 from .lm import LM
 from .mimi import Mimi
 from .persona import PersonaGenerator, VoicePrompt, persona_tokens, run_as_the_fork
-from .streaming import reset_streaming, start_streaming, stop_streaming
+from .streaming import (
+    reset_streaming,
+    restore_streaming,
+    save_streaming,
+    start_streaming,
+    stop_streaming,
+)
 from .text import IncrementalDetokenizer, TextTokenizer, open_tokenizer
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -65,6 +71,17 @@ def wants_int8(name: str | None) -> bool | None:
     return True if name == INT8 else None
 
 
+# The prompt states kept (`Pipeline._prompt`): the temporal transformer's keys and values of the
+# prompt's few hundred steps, about 0.1 GB each for the 7B in bfloat16.
+_PROMPTS_KEPT = 2
+
+
+@dataclass
+class _AfterPrompt:
+    states: list  # model.streaming.save_streaming of the generator
+    rng: torch.Tensor  # the random state after the prompt
+
+
 @dataclass
 class StepResult:
     text: str  # the new piece of Moshi's inner monologue, "" if none
@@ -99,7 +116,12 @@ class Pipeline:
         self.personaplex = lm.cfg.dep_q == lm.cfg.n_q
         self.voice: VoicePrompt | None = None
         self.persona = ""
+        self._voice_key = ""
         self._prompted = False
+        self._seed = seed  # what the random state was seeded with for this conversation, if any
+        # The model's state after each prompt (voice, persona) run lately: the next conversation
+        # with the same ones starts from it instead of stepping through the prompt again.
+        self._after_prompt: dict[tuple, _AfterPrompt] = {}
         self.generator: FrameGenerator | PersonaGenerator
         if self.personaplex:
             self.generator = PersonaGenerator(lm, sampling, seed)
@@ -183,25 +205,42 @@ class Pipeline:
 
     def set_persona(self, voice: VoicePrompt | None, persona: str = "") -> None:
         """PersonaPlex's voice prompt and persona (role text) for the next conversation (from
-        the next `reset`, or now if none has started). The voice's state after its prompt is
-        kept, so later conversations step through its saved embeddings instead of Mimi."""
+        the next `reset`, or now if none has started). The model's state after the prompt is
+        kept (`_prompt`), so the next conversation with the same voice and persona starts at
+        once."""
         if not self.personaplex:
             raise ValueError("a voice and a persona need a PersonaPlex model")
         self.voice, self.persona = voice, persona
+        self._voice_key = voice.fingerprint() if voice is not None else ""
         if self.frames == 0:
             self._prompted = False
 
     def _prompt(self) -> None:
-        """PersonaPlex's prompt schedule, before the conversation's first frame."""
+        """PersonaPlex's prompt schedule, before the conversation's first frame; or the state
+        it left the last time, put back (the same as running it again: a seeded conversation
+        gets the random state the prompt would have left too)."""
         self._prompted = True
         if not self.personaplex:
             return
         assert isinstance(self.generator, PersonaGenerator)
+        seeded = None if self._seed is None else (self._seed, repr(self.sampling))
+        key = (self._voice_key, self.persona, seeded)
+        after = self._after_prompt.get(key)
+        if after is not None:
+            restore_streaming(self.generator, after.states)
+            if seeded is not None:
+                self.generator.rng.set_state(after.rng)
+            return
         tokens = persona_tokens(self.tokenizer, self.persona)
         kept = self.generator.prompt(self.voice, tokens, self.mimi)
         reset_streaming(self.mimi)  # the conversation's audio starts a fresh stream
         if self.voice is not None and self.voice.embeddings is None:
-            self.voice = kept  # the same state next time, without encoding the voice again
+            self.voice = kept  # its saved state, so Mimi need not encode it again
+        while len(self._after_prompt) >= _PROMPTS_KEPT:
+            self._after_prompt.pop(next(iter(self._after_prompt)))
+        self._after_prompt[key] = _AfterPrompt(
+            save_streaming(self.generator), self.generator.rng.get_state()
+        )
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new conversation: every streaming state back to its start."""
@@ -210,6 +249,7 @@ class Pipeline:
         self.detokenizer.reset()
         self.frames = 0
         self._prompted = False
+        self._seed = seed
         if seed is not None:
             self.generator.seed(seed)
             self._advance.reset()
@@ -219,7 +259,7 @@ class Pipeline:
         run at full speed: kernels chosen, memory allocated, each stage's CUDA graph captured
         (Kyutai's server warms up the same way before its first client). The random state is
         put back: a seeded conversation is the same with or without a warm-up."""
-        rng_state = self.generator.rng.get_state()
+        rng_state, seed = self.generator.rng.get_state(), self._seed
         silence = np.zeros(FRAME_SIZE, dtype=np.float32)
         # One eager call per stage, one capture, one replay; Mimi decode starts a step later.
         for _ in range(self.generator.max_delay + 3):
@@ -227,6 +267,7 @@ class Pipeline:
         self._sync()
         self.reset()
         self.generator.rng.set_state(rng_state)
+        self._seed = seed
 
     def close(self) -> None:
         stop_streaming(self.mimi)

@@ -10,6 +10,9 @@ every call is one-shot: it starts from a fresh state and keeps nothing.
 - ``reset_streaming(model)`` puts every state back to its start *in place*: tensors keep their
   identity and shape, so a step captured in a CUDA graph stays valid after a reset.
 - Within a step nothing reads a tensor back to the host and no state changes shape.
+- ``saved = save_streaming(model)`` copies every state where it stands, and
+  ``restore_streaming(model, saved)`` puts it back, in place as a reset does (PersonaPlex keeps the
+  state its prompt leaves, to start the next conversation there).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import copy
+from typing import Any
+
+import torch
 from torch import nn
 
 
@@ -25,6 +32,22 @@ class State:
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    def save(self) -> dict[str, Any]:
+        """A copy of this state where it stands (its tensors cloned)."""
+        return {
+            name: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+            for name, value in vars(self).items()
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Back to `saved` (from `save`), in place: tensors keep their identity."""
+        for name, value in saved.items():
+            current = getattr(self, name)
+            if isinstance(current, torch.Tensor):
+                current.copy_(value)
+            else:
+                setattr(self, name, copy.deepcopy(value))
 
 
 class StreamingModule(nn.Module):
@@ -62,6 +85,23 @@ def reset_streaming(model: nn.Module) -> None:
         if module.state is None:
             raise RuntimeError("reset_streaming() called on a model that is not streaming")
         module.state.reset()
+
+
+def save_streaming(model: nn.Module) -> list[dict[str, Any]]:
+    """A copy of every streaming state of `model`, for `restore_streaming`."""
+    states = [module.state for module in _streaming_modules(model)]
+    if any(state is None for state in states):
+        raise RuntimeError("save_streaming() called on a model that is not streaming")
+    return [state.save() for state in states]
+
+
+def restore_streaming(model: nn.Module, saved: list[dict[str, Any]]) -> None:
+    """Every streaming state of `model` back to what `save_streaming` copied, in place."""
+    modules = list(_streaming_modules(model))
+    if len(modules) != len(saved) or any(m.state is None for m in modules):
+        raise RuntimeError("restore_streaming() needs the model that was saved, streaming")
+    for module, state in zip(modules, saved):
+        module.state.restore(state)
 
 
 @contextmanager

@@ -107,6 +107,21 @@ class RingKVCache(State):
     def reset(self) -> None:
         self.end.zero_()  # stale keys stay, but positions mark them unwritten
 
+    def save(self) -> dict:
+        """Only the slots written so far (a prompt's few hundred steps of a long ring)."""
+        written = min(int(self.end), self.capacity)
+        return {
+            "keys": self.keys[:, :, :written].clone(),
+            "values": self.values[:, :, :written].clone(),
+            "end": self.end.clone(),
+        }
+
+    def restore(self, saved: dict) -> None:
+        written = saved["keys"].shape[2]
+        self.keys[:, :, :written] = saved["keys"]
+        self.values[:, :, :written] = saved["values"]
+        self.end.copy_(saved["end"])  # slots past `written` hold no position: masked
+
     def slot_positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Where the next T steps go: their slots [T], and the absolute position each slot
         [capacity] will hold once they are written (-1: never written)."""

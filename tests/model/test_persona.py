@@ -198,3 +198,40 @@ def test_a_conversation_pipeline_runs_the_prompt_then_the_forks_live_step(
     again = [pipeline.step(frame) for frame in frames]
     assert [r.audio_tokens for r in again] == [r.audio_tokens for r in first]
     pipeline.close()
+
+
+def test_the_state_after_the_prompt_is_kept_and_gives_the_same_conversation(
+    persona_model, fork_voice_pt
+):
+    """A second conversation with the same voice and persona starts from the state the first
+    prompt left (no prompt step runs), and is the same conversation, seeded sampling included;
+    another persona runs its prompt."""
+    import numpy as np
+
+    from model.pipeline import Pipeline
+
+    files, lm, mimi, tokenizer = persona_model
+    pipeline = Pipeline(mimi, lm, open_tokenizer(files.tokenizer), files=files, seed=5)
+    voice = VoicePrompt.load(fork_voice_pt, lm.cfg)
+    pipeline.set_persona(voice, RECORDED["persona"])
+    frames = [np.sin(np.arange(1920) * (0.01 + 0.003 * i)).astype(np.float32) for i in range(4)]
+    first = [pipeline.step(frame).audio_tokens for frame in frames]
+    generator = pipeline.generator
+    prompt_steps = []
+    step = generator._finish
+    generator._finish = lambda *a: prompt_steps.append(1) or step(*a)
+    pipeline.reset(seed=5)
+    pipeline._prompt()
+    assert prompt_steps == []  # restored, not run
+    pipeline._prompted = False
+    pipeline.reset(seed=5)
+    again = [pipeline.step(frame).audio_tokens for frame in frames]
+    assert again == first
+    assert len(prompt_steps) == len(frames)  # the live frames only
+    pipeline.set_persona(voice, "You are a pirate.")
+    pipeline.reset(seed=5)
+    prompt_steps.clear()
+    other = [pipeline.step(frame).audio_tokens for frame in frames]
+    assert len(prompt_steps) > len(frames)
+    assert other != first
+    pipeline.close()

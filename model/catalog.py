@@ -38,6 +38,13 @@ CC_BY_NC = Licence(
     "https://creativecommons.org/licenses/by-nc/4.0/",
     "non-commercial use only, crediting the authors",
 )
+NVIDIA_OPEN_MODEL = Licence(
+    "NVIDIA Open Model License",
+    "NVIDIA Open Model License Agreement",
+    "https://www.nvidia.com/en-us/agreements/enterprise-software/nvidia-open-model-license/",
+    "commercial use allowed; keep its notice with the weights and do not bypass the model's "
+    "safety guardrails",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class Entry:
     size: int  # bytes to download (the published files, rounded)
     languages: tuple[str, ...]
     gated: bool = False  # accept its licence on the hub (and give a token) before downloading
+    personaplex: bool = False  # takes a voice and a persona (model.persona)
 
     @property
     def url(self) -> str:
@@ -117,6 +125,7 @@ class Entry:
 _KYUTAI_7B = 15_800_000_000  # model.safetensors 15.4 GB + Mimi 385 MB + the tokenizer
 _KYUTAI_Q8 = 8_400_000_000  # model.q8.safetensors 8.0 GB + Mimi + the tokenizer
 _TRANSFORMERS_7B = 15_600_000_000  # the bf16 shards the index names (LM and Mimi together)
+_PERSONAPLEX_7B = 17_100_000_000  # model.safetensors 16.7 GB (dep_q 16) + Mimi + voices.tgz
 _NU = "Nagoya University (nu-dialogue)"
 _KMHF = "kmhf (Kyutai's weights, converted)"
 
@@ -167,6 +176,30 @@ _ENTRIES = (
         _KYUTAI_7B,
         ("English",),
         gated=True,
+    ),
+    Entry(
+        "nvidia/personaplex-7b-v1",
+        "PersonaPlex (choose its voice and persona), bfloat16",
+        "NVIDIA's Moshi 7B fine-tuned to speak with a voice you choose and play a role you "
+        "describe (January 2026).",
+        "NVIDIA",
+        NVIDIA_OPEN_MODEL,
+        _PERSONAPLEX_7B,
+        ("English",),
+        gated=True,
+        personaplex=True,
+    ),
+    Entry(
+        "kyutai/personaplex-rl-seamless",
+        "PersonaPlex RL seamless (voice and persona, 2026), bfloat16",
+        "PersonaPlex aligned for interactivity by Kyutai: better pauses, turn-taking and "
+        "backchannels.",
+        "Kyutai",
+        CC_BY_NC,
+        _PERSONAPLEX_7B,
+        ("English",),
+        gated=True,
+        personaplex=True,
     ),
     Entry(
         "nu-dialogue/j-moshi-ext",

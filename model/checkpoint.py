@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from . import hf_layout
+from .config import PERSONAPLEX_MODEL_TYPE
 from .files import SAFETENSORS_DTYPES, CheckpointError, ModelFiles, read_header
 from .hf_config import is_index
 from .hf_layout import ShardedWeights, WeightsReader
@@ -423,7 +424,9 @@ def load_lm(
     if quantize:
         quantize_linears(lm, activation_dtype=dtype)
     reader = lm_reader(files)
-    if files.config.model_type == "personaplex":  # slices 8..15 filled as NVIDIA's loader does
+    if (
+        files.config.model_type == PERSONAPLEX_MODEL_TYPE
+    ):  # slices 8..15 filled as NVIDIA's loader does
         from .persona import PersonaPlexWeights
 
         reader = PersonaPlexWeights(reader, lm)

@@ -413,10 +413,11 @@ _LM_IGNORED = {
     "lora_rank",
     "lora_scaling",
 }
-SUPPORTED_MODEL_TYPES = ("moshi", "personaplex")
+PERSONAPLEX_MODEL_TYPE = "personaplex"  # config.json's model_type, as NVIDIA's repository writes it
+SUPPORTED_MODEL_TYPES = ("moshi", PERSONAPLEX_MODEL_TYPE)
 # PersonaPlex (model.persona): Moshi 7B whose depth transformer also predicts the user's codebooks.
 # NVIDIA's config.json holds no LM keys, so its model_type says dep_q.
-_MODEL_TYPE_DEFAULTS = {"personaplex": {"dep_q": 16}}
+_MODEL_TYPE_DEFAULTS = {PERSONAPLEX_MODEL_TYPE: {"dep_q": 16}}
 # lm_gen_config: the original's LMGen keyword arguments that this app reads, and their checks.
 _LM_GEN_CHECKS = {
     "temp": lambda name, value: _check_number(name, value, zero=True),
@@ -500,7 +501,7 @@ class CheckpointConfig:
                     raise _bad(key, value, f"is not supported (only {supported!r})")
             for key in _LM_IGNORED:
                 raw.pop(key, None)
-            if model_type == "personaplex":
+            if model_type == PERSONAPLEX_MODEL_TYPE:
                 raw.pop("version", None)  # NVIDIA's "7b-v1": the release, not the architecture
             for key, value in _MODEL_TYPE_DEFAULTS.get(model_type, {}).items():
                 raw.setdefault(key, value)

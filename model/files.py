@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from . import family, hf_config
 from .catalog import DEFAULT_REPO
-from .config import CheckpointConfig, ConfigError, LMConfig, MimiConfig
+from .config import PERSONAPLEX_MODEL_TYPE, CheckpointConfig, ConfigError, LMConfig, MimiConfig
 from .finetune import CONSOLIDATED_NAME, LORA_NAME, LoraFiles, finetune_config, lora_settings
 from .finetune import shape_differences as lora_shape_differences
 from .hf_config import is_transformers_config
@@ -182,7 +182,7 @@ def read_mimi_config(config: CheckpointConfig, path: Path | None, name: str) -> 
     `name` says which file, in messages: Mimi's config, or config.json where there is none."""
     lm = config.lm
     num_codebooks = max(lm.dep_q, lm.n_q - lm.dep_q)
-    if config.model_type == "personaplex":  # its depth transformer covers both streams
+    if config.model_type == PERSONAPLEX_MODEL_TYPE:  # its depth transformer covers both streams
         num_codebooks = lm.n_q // 2
     if config.mimi is not None:  # held in config.json (transformers)
         return replace(config.mimi, num_codebooks=num_codebooks)
@@ -373,7 +373,7 @@ def personaplex_by_weights(
     found = family.weights_member(tensor_names, config.lm.dep_q)
     if found is None or found[0] is not family.PERSONAPLEX:
         return config
-    return replace(config, model_type="personaplex", lm=replace(config.lm, dep_q=16))
+    return replace(config, model_type=PERSONAPLEX_MODEL_TYPE, lm=replace(config.lm, dep_q=16))
 
 
 def refuse_other_member(tensor_names: Iterable[str], config: CheckpointConfig, where: str) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from . import hf_config
 from .catalog import DEFAULT_REPO, gated_message
-from .config import CheckpointConfig
+from .config import PERSONAPLEX_MODEL_TYPE, CheckpointConfig
 from .files import (
     CheckpointError,
     ModelFiles,
@@ -34,6 +34,7 @@ from .files import (
     is_repo_id,
     leaves_folder,
     outside_error,
+    personaplex_by_weights,
     read_config,
     read_header,
     read_mimi_config,
@@ -43,6 +44,7 @@ from .files import (
     weights_tell_the_member,
     with_generation_config,
 )
+from .voices import VOICES_ARCHIVE
 
 
 class DownloadCancelled(Exception):
@@ -173,12 +175,19 @@ class _Fetcher:
         }
         if self.missing:
             self.raise_missing()
+        lm, mimi, tokenizer = (paths[k] for k in ("moshi_name", "mimi_name", "tokenizer_name"))
+        if weights_tell_the_member(config):  # PersonaPlex's config.json may not say it is
+            try:
+                config = personaplex_by_weights(read_header(lm), config)
+            except CheckpointError:
+                pass  # loading the weights says what is wrong with them
+        if config.model_type == PERSONAPLEX_MODEL_TYPE:
+            self.fetch_voices()
         mimi_config = read_mimi_config(
             config,
             paths.get("mimi_config_name"),
             names.get("mimi_config_name", f"config.json of {self.repo}"),
         )
-        lm, mimi, tokenizer = (paths[k] for k in ("moshi_name", "mimi_name", "tokenizer_name"))
         return ModelFiles(lm.parent, config, mimi_config, lm, mimi, tokenizer)
 
     def transformers_files(self, config: CheckpointConfig) -> ModelFiles:
@@ -199,6 +208,14 @@ class _Fetcher:
         lm = index or paths[0]
         mimi_config = read_mimi_config(config, None, f"config.json of {self.repo}")
         return ModelFiles(lm.parent, config, mimi_config, lm, lm, paths[-1])
+
+    def fetch_voices(self) -> None:
+        """PersonaPlex's packaged voices (voices.tgz, `model.voices`), beside its weights in the
+        cache. Not having them (offline, say) stops nothing: a voice can be given as a file."""
+        missing = len(self.missing)
+        self.count += 1
+        self.fetch(self.repo, VOICES_ARCHIVE, optional=True, index=self.count)
+        del self.missing[missing:]
 
     def refuse_other_member(self, config: CheckpointConfig, repo: str, filename: str) -> None:
         """CheckpointError if the LM weights are another member of the family's (MoshiVis's,

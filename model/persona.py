@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import io
 import re
-import tarfile
 import types
 import wave
 from dataclasses import dataclass
@@ -61,10 +60,9 @@ from .lm import LM
 from .mimi import Mimi
 from .streaming import State, StreamingModule, reset_streaming, streaming
 from .transformer import Attention, FrameKVCache
+from .voices import is_voice_name, voice_file, voice_names
 
-REPOSITORIES = ("nvidia/personaplex-7b-v1", "kyutai/personaplex-rl-seamless")
 DEP_Q = 16  # Moshi's 8 codebooks, then the user's 8
-MODEL_TYPE = "personaplex"  # config.json's model_type, as NVIDIA's repository writes it
 
 # Mimi's codes (of the released Mimi) for a frame of silence and of the 440 Hz sine (lm.py).
 SILENCE_TOKENS = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)
@@ -378,52 +376,24 @@ def voice_codes(mimi: Mimi, pcm: np.ndarray) -> torch.Tensor:
     return torch.cat(frames, dim=-1)
 
 
-VOICES_ARCHIVE = "voices.tgz"  # NVIDIA's repository: voices/NATF0.pt ... voices/VARM4.pt
-
-
-def voice_names(folder: str | Path) -> list[str]:
-    """The voices packaged with a PersonaPlex folder: voices/*.pt, or the .pt files of
-    voices.tgz (read in place, never extracted)."""
-    folder = Path(folder)
-    names = {p.stem for p in (folder / "voices").glob("*.pt")}
-    archive = folder / VOICES_ARCHIVE
-    if archive.is_file():
-        with tarfile.open(archive, "r:gz") as tar:
-            names |= {
-                Path(m.name).stem for m in tar.getmembers() if m.isfile() and m.name.endswith(".pt")
-            }
-    return sorted(names)
-
-
 def packaged_voice(folder: str | Path, name: str, cfg: LMConfig) -> VoicePrompt:
     """The packaged voice `name` (NATF2, say) of a PersonaPlex folder, from voices/NAME.pt or
-    from voices.tgz's member voices/NAME.pt, read into memory (no file of the archive is
-    written: no path can leave the folder, no link is followed), loaded as tensors only."""
-    folder = Path(folder)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+    voices.tgz's member voices/NAME.pt (`model.voices.voice_file`: read into memory, never
+    extracted), loaded as tensors only."""
+    if not is_voice_name(name):
         raise CheckpointError(f"{name!r} is not a voice name (such as NATF2)")
-    loose = folder / "voices" / f"{name}.pt"
-    if loose.is_file():
-        return VoicePrompt.load(loose, cfg)
-    archive = folder / VOICES_ARCHIVE
-    if archive.is_file():
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.lstrip("./") == f"voices/{name}.pt":
-                    data = tar.extractfile(member)
-                    assert data is not None
-                    try:
-                        state = torch.load(
-                            io.BytesIO(data.read()), map_location="cpu", weights_only=True
-                        )
-                    except Exception as e:  # noqa: BLE001
-                        raise CheckpointError(f"{name}.pt is not a voice prompt ({e})") from None
-                    return VoicePrompt.from_state(state, cfg, f"{name}.pt")
-    known = voice_names(folder)
-    raise CheckpointError(
-        f"no voice {name!r} in {folder}"
-        + (f": it has {', '.join(known)}" if known else " (it has no voices/ or voices.tgz)")
-    )
+    data = voice_file(folder, f"{name}.pt")
+    if data is None:
+        known = voice_names(folder)
+        raise CheckpointError(
+            f"no voice {name!r} in {folder}"
+            + (f": it has {', '.join(known)}" if known else " (it has no voices/ or voices.tgz)")
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a bad file in any of torch's ways)
+        raise CheckpointError(f"{name}.pt is not a voice prompt ({e})") from None
+    return VoicePrompt.from_state(state, cfg, f"{name}.pt")
 
 
 # --- The generator -------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ every call is one-shot: it starts from a fresh state and keeps nothing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import copy
 from typing import Any
 
 import torch

@@ -20,6 +20,7 @@ from .checkpoint import fuse_attention
 from .config import (
     MIMI_NAME,
     MOSHI_NAME,
+    PERSONAPLEX_MODEL_TYPE,
     TOKENIZER_NAME,
     CheckpointConfig,
     LMConfig,
@@ -327,7 +328,7 @@ def write_tiny_personaplex(folder: str | Path, *, seed: int = 0, vocab_size: int
         TINY_PERSONAPLEX_LM,
         text_card=vocab_size,
         mimi_config_name=MIMI_CONFIG_NAME,
-        model_type="personaplex",
+        model_type=PERSONAPLEX_MODEL_TYPE,
     )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / MIMI_CONFIG_NAME).write_text(json.dumps(TINY_PERSONAPLEX_MIMI, indent=2))

@@ -5,7 +5,8 @@ The rules:
 1. `model/` is pure PyTorch: it never imports Qt (PySide6, shiboken6), sounddevice, soundfile,
    or `app`.
 2. `app/ui/` never touches the model: it never imports `torch` or `model`, except the torch-free
-   facts of `model.files`, `model.config` and `model.catalog`; the engine thread owns the model
+   facts of `model.files`, `model.config`, `model.catalog` and `model.voices`; the engine thread
+   owns the model
    and sends the GUI plain Python values.
 3. Qt lives only in `app/ui/`: no other file under `app/` imports PySide6 or shiboken6, except the
    `app/gui*.py` launcher that opens the window.
@@ -53,7 +54,7 @@ RULES = (
         "app/ui/ never touches the model",
         "app/ui",
         frozenset({"torch", "model"}),
-        allowed=frozenset({"model.files", "model.config", "model.catalog"}),
+        allowed=frozenset({"model.files", "model.config", "model.catalog", "model.voices"}),
     ),
     Rule("Qt lives only in app/ui/", "app", QT, exempt=("app/ui", "app/gui*.py")),
 )

@@ -11,6 +11,7 @@ from model.catalog import (
     CC_BY,
     CC_BY_NC,
     DEFAULT_REPO,
+    NVIDIA_OPEN_MODEL,
     gated_message,
     licence_notice,
 )
@@ -30,6 +31,8 @@ def test_the_published_models_with_their_own_licences():
         "kyutai/moshiko-pytorch-q8": (CC_BY, ("English",), False),
         "kyutai/moshika-pytorch-q8": (CC_BY, ("English",), False),
         "kyutai/moshika-rl-seamless": (CC_BY_NC, ("English",), True),
+        "nvidia/personaplex-7b-v1": (NVIDIA_OPEN_MODEL, ("English",), True),
+        "kyutai/personaplex-rl-seamless": (CC_BY_NC, ("English",), True),
         "nu-dialogue/j-moshi-ext": (CC_BY_NC, ("Japanese",), False),
         "nu-dialogue/j-moshi": (CC_BY_NC, ("Japanese",), False),
         "kmhf/hf-moshiko": (CC_BY, ("English",), False),
@@ -38,9 +41,15 @@ def test_the_published_models_with_their_own_licences():
     assert {repo: (e.licence, e.languages, e.gated) for repo, e in CATALOG.items()} == expected
     for entry in CATALOG.values():
         assert entry.title and entry.about.endswith(".") and entry.publisher
-        assert 8e9 <= entry.size <= 16e9  # a 7B model, int8 or bfloat16
+        assert 8e9 <= entry.size <= 18e9  # a 7B model, int8 or bfloat16
         assert entry.url == f"https://huggingface.co/{entry.repo}"
-        assert entry.licence.url.startswith("https://creativecommons.org/licenses/")
+        assert entry.licence.url.startswith(
+            ("https://creativecommons.org/licenses/", "https://www.nvidia.com/")
+        )
+    assert [r for r, e in CATALOG.items() if e.personaplex] == [
+        "nvidia/personaplex-7b-v1",
+        "kyutai/personaplex-rl-seamless",
+    ]
 
 
 def test_each_entry_shows_licence_size_and_language():

@@ -180,3 +180,31 @@ def test_a_bad_value_in_a_repositorys_config_json_is_named(hub, tiny_checkpoint,
     assert str(err.value) == (
         "config.json of kyutai/bad: depformer_num_heads = 0 must be a whole number of 1 or more"
     )
+
+
+def test_a_personaplex_repository_brings_its_packaged_voices(fake_hub, fork_voice_pt, tmp_path):
+    """voices.tgz comes with the weights (the fork's server downloads it too); without it in the
+    cache, offline, the model still loads (a voice can be given as a file)."""
+    import io
+    import tarfile
+
+    from model.config import PERSONAPLEX_MODEL_TYPE
+    from model.tiny import write_tiny_personaplex
+    from model.voices import voice_names
+
+    folder = write_tiny_personaplex(tmp_path / "pp")
+    fake_hub.repos["nvidia/tiny-personaplex"] = folder
+    with pytest.raises(CheckpointError):  # nothing cached yet
+        locate_model("nvidia/tiny-personaplex", offline=True)
+    files = locate_model("nvidia/tiny-personaplex")  # no voices.tgz in the repository
+    assert files.config.model_type == PERSONAPLEX_MODEL_TYPE and voice_names(files.folder) == []
+    with tarfile.open(folder / "voices.tgz", "w:gz") as tar:
+        data = fork_voice_pt.read_bytes()
+        member = tarfile.TarInfo("voices/NATF2.pt")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    fake_hub.repos["nvidia/tiny-personaplex-2"] = folder
+    files = locate_model("nvidia/tiny-personaplex-2")
+    assert voice_names(files.folder) == ["NATF2"]
+    assert (files.folder / "voices.tgz").is_file()
+    assert locate_model("nvidia/tiny-personaplex-2", offline=True).folder == files.folder

@@ -6,8 +6,7 @@ The rules:
    or `app`.
 2. `app/ui/` never touches the model: it never imports `torch` or `model`, except the torch-free
    facts of `model.files`, `model.config`, `model.catalog` and `model.voices`; the engine thread
-   owns the model
-   and sends the GUI plain Python values.
+   owns the model and sends the GUI plain Python values.
 3. Qt lives only in `app/ui/`: no other file under `app/` imports PySide6 or shiboken6, except the
    `app/gui*.py` launcher that opens the window.
 4. No import cycles inside `app/` or `model/`, counting imports inside functions too (only those

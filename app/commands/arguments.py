@@ -12,6 +12,7 @@ from pathlib import Path
 from model.catalog import DEFAULT_REPO, licence_notice
 from model.config import LMConfig
 from model.files import DEVICES, DTYPES
+from model.voices import DEFAULT_VOICE, PERSONAS
 
 from ..errors import UserError
 
@@ -68,29 +69,29 @@ def add_lora_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_persona_arguments(parser: argparse.ArgumentParser) -> None:
-    """--voice, --persona, --persona-file: PersonaPlex's voice prompt and role (talk)."""
+    """--voice, --persona, --persona-file: PersonaPlex's voice prompt and role (talk, chat)."""
     parser.add_argument(
         "--voice",
         metavar="NAME|PATH",
         help="PersonaPlex only: the voice Moshi speaks with, a voice packaged with the model "
-        "(NATF2, say: voices/ or voices.tgz in its folder), a .pt voice prompt, or a recording "
-        "of 5 to 20 s of a voice (wav, flac, ogg; its speaker must have agreed to it)",
+        f"({DEFAULT_VOICE}, say: voices/ or voices.tgz in its folder), a .pt voice prompt, or a "
+        "recording of 5 to 20 s of a voice (wav, flac, ogg; its speaker must have agreed to "
+        "it). With --server: the name of one of the server's voices",
     )
     persona = parser.add_mutually_exclusive_group()
     persona.add_argument(
         "--persona",
         metavar="TEXT",
-        help='PersonaPlex only: its role, e.g. "You are a wise and friendly teacher."',
+        help=f'PersonaPlex only: its role, e.g. "{PERSONAS[0].text}"',
     )
     persona.add_argument(
         "--persona-file", type=Path, metavar="PATH", help="PersonaPlex only: its role, from a file"
     )
 
 
-def persona_settings(args: argparse.Namespace, files) -> tuple[object | None, str]:
-    """(the voice prompt, the persona text) that --voice and --persona/--persona-file ask for,
-    for the model `files`; (None, "") when none is asked. Every failure is a UserError."""
-    voice_arg = getattr(args, "voice", None)
+def persona_request(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(the voice, the persona text) that --voice and --persona/--persona-file ask for; None
+    for what is not asked. The persona file is read here: a failure is a UserError."""
     text = getattr(args, "persona", None)
     persona_file = getattr(args, "persona_file", None)
     if persona_file is not None:
@@ -98,36 +99,7 @@ def persona_settings(args: argparse.Namespace, files) -> tuple[object | None, st
             text = persona_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read the persona from {persona_file}: {e}") from None
-    if voice_arg is None and text is None:
-        return None, ""
-    if files.config.model_type != "personaplex":
-        raise UserError(
-            "--voice and --persona need a PersonaPlex model (nvidia/personaplex-7b-v1 or a "
-            f"folder in its layout); {args.model} is a Moshi that takes neither"
-        )
-    from model.files import CheckpointError
-    from model.persona import VoicePrompt, packaged_voice
-
-    voice = None
-    if voice_arg is not None:
-        path = Path(voice_arg)
-        try:
-            if path.suffix.lower() == ".pt" or (path.suffix and path.is_file()):
-                if not path.is_file():
-                    raise UserError(f"voice prompt not found: {path}")
-                if path.suffix.lower() == ".pt":
-                    voice = VoicePrompt.load(path, files.config.lm)
-                else:
-                    from ..audio.files import read_audio
-
-                    voice = VoicePrompt.from_audio(read_audio(path))
-            else:
-                voice = packaged_voice(files.folder, voice_arg, files.config.lm)
-        except CheckpointError as e:
-            raise UserError(f"cannot use the voice: {e}") from None
-        except ValueError as e:  # too short to measure its loudness, not mono
-            raise UserError(f"cannot use the voice {path}: {e}") from None
-    return voice, (text or "").strip()
+    return getattr(args, "voice", None), None if text is None else text.strip()
 
 
 def number_in(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:

@@ -23,6 +23,7 @@ def register(subparsers) -> None:
         SECONDS,
         add_lora_argument,
         add_model_arguments,
+        add_persona_arguments,
         add_sampling_arguments,
     )
 
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add_lora_argument(parser)
     add_sampling_arguments(parser)
+    add_persona_arguments(parser)
     parser.add_argument(
         "--server",
         metavar="URL",
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from ..paths import recordings_dir
 
     _check_exports(args.export)
+    config = _run_config(args)
     load, model, sampling = _compute(args)
     first_audio = _open_audio(args)  # device and file errors show before the model loads
     audios = iter([first_audio])
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         engine.send(SetHalfDuplex(args.half_duplex))
         if args.server is not None:
             engine.send(sampling)  # a SetSampling, sent with the connection
-        engine.send(Start(_run_config(args)))
+        engine.send(Start(config))
         while True:
             match engine.events.get():
                 case TextPiece(text=text):
@@ -185,7 +188,13 @@ def run(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace):
     """The run the command line describes (what the engine's record and notes read)."""
     from ..engine.run import RunConfig
+    from .arguments import persona_request
 
+    voice, persona = persona_request(args)
+    if args.server is not None:
+        from ..engine.remote import persona_query
+
+        persona_query(voice, persona)  # a voice file cannot go to a server: said at once
     return RunConfig(
         model=args.model,
         revision=args.revision,
@@ -196,6 +205,8 @@ def _run_config(args: argparse.Namespace):
         seed=args.seed,
         input_file=args.input_file,
         server=args.server,
+        voice=voice,
+        persona=persona,
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from model.config import FRAME_SIZE, SAMPLE_RATE
 
 from ..audio.files import check_writable, read_audio, write_text, write_wav
-from ..errors import UserError
+from ..engine.local import set_persona
 from .arguments import (
     SECONDS,
     add_lora_argument,
@@ -28,7 +28,7 @@ from .arguments import (
     add_persona_arguments,
     add_sampling_arguments,
     load_pipeline,
-    persona_settings,
+    persona_request,
     sampling_settings,
 )
 
@@ -70,12 +70,9 @@ def run(args: argparse.Namespace) -> int:
             check_writable(output)  # now, not after the whole conversation is computed
     audio = read_audio(args.input)
     pipeline = load_pipeline(args, sampling)
-    if pipeline.personaplex and pipeline.files is not None:
-        # PersonaPlex's prompt schedule runs before the first frame: the trace holds only the
-        # live conversation.
-        pipeline.set_persona(*persona_settings(args, pipeline.files))
-    elif getattr(args, "voice", None) or args.persona or args.persona_file:
-        raise UserError("--voice and --persona need a PersonaPlex model; this is a Moshi")
+    # PersonaPlex's prompt schedule runs before the first frame: the trace holds only the
+    # live conversation.
+    set_persona(pipeline, *persona_request(args))
 
     frames = math.ceil(len(audio) / FRAME_SIZE) + math.ceil(
         args.trailing_silence * SAMPLE_RATE / FRAME_SIZE

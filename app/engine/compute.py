@@ -31,6 +31,11 @@ class Compute(Protocol):
     def set_sampling(self, sampling: SetSampling) -> None:
         """Use these settings from the next frame (a server: from the next connection)."""
 
+    def set_persona(self, voice: str | None, persona: str | None) -> None:
+        """PersonaPlex's voice (a packaged voice's name, or a file) and persona (role text) for
+        the next conversation (a server: from the next connection). Asked only where a run
+        names them; a model that takes neither raises a UserError."""
+
     def warm_up(self) -> None:
         """Run what makes the first frames slow (kernel choice, CUDA graph capture) now, while
         the user waits for the model anyway; the conversation is left as it was."""

@@ -223,9 +223,18 @@ class Engine:
             self._model_key = model_key
             self._seed = getattr(config, "seed", None)  # a seed takes effect as the model loads
             self._apply_sampling()
+            self._apply_persona(config)  # before the warm-up, which runs its prompt once
             self.compute.warm_up()
+        else:
+            self._apply_persona(config)  # from the next conversation
         self._config = config
         self._connect()
+
+    def _apply_persona(self, config) -> None:
+        """PersonaPlex's voice and persona, where the run asks for them."""
+        voice, persona = getattr(config, "voice", None), getattr(config, "persona", None)
+        if voice is not None or persona is not None:
+            self.compute.set_persona(voice, persona)
 
     def _connect(self) -> None:
         """Connect; the audio opens once the far end is ready (at once for a local model)."""
@@ -269,6 +278,9 @@ class Engine:
             )
             if getattr(config, "lora", None):
                 settings["lora"] = str(config.lora)
+            for key in ("voice", "persona"):  # PersonaPlex's
+                if getattr(config, key, None) is not None:
+                    settings[key] = getattr(config, key)
         if sampling is not None:
             settings.update(dataclasses.asdict(sampling))
         settings["app_version"] = __version__

@@ -7,7 +7,10 @@ inside these functions, so the GUI never loads torch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from model.config import SAMPLE_RATE
 
 from ..errors import UserError
 from .messages import SetSampling
@@ -78,6 +81,48 @@ def load_files(
         raise UserError(f"cannot load the model on {device}: {e}") from e
 
 
+def voice_prompt(voice: str, files):
+    """The PersonaPlex voice prompt `voice` names: a voice packaged with the model (NATF2), a .pt
+    voice prompt, or a recording of 5 to 20 s of a voice (any format and rate `read_audio`
+    takes). Every failure is a UserError."""
+    from model.files import CheckpointError
+    from model.persona import VoicePrompt, packaged_voice
+    from model.voices import is_voice_name, voice_length_problem
+
+    from ..audio.files import read_audio
+
+    path = Path(voice).expanduser()
+    try:
+        if is_voice_name(voice) and not path.is_file():
+            return packaged_voice(files.folder, voice, files.config.lm)
+        if path.suffix.lower() == ".pt":
+            return VoicePrompt.load(path, files.config.lm)
+        audio = read_audio(path)
+        problem = voice_length_problem(len(audio) / SAMPLE_RATE)
+        if problem:
+            raise UserError(f"cannot use {path.name} as a voice: {problem}")
+        return VoicePrompt.from_audio(audio)
+    except CheckpointError as e:
+        raise UserError(f"cannot use the voice: {e}") from None
+    except ValueError as e:  # too short to measure its loudness, say
+        raise UserError(f"cannot use the voice {path.name}: {e}") from None
+
+
+def set_persona(pipeline, voice: str | None, persona: str | None) -> None:
+    """PersonaPlex's voice (see `voice_prompt`) and persona for the pipeline's next
+    conversation; nothing when neither is asked. A model that is not PersonaPlex takes neither:
+    a UserError."""
+    if voice is None and persona is None:
+        return
+    if not pipeline.personaplex:
+        raise UserError(
+            "a voice and a persona need a PersonaPlex model (nvidia/personaplex-7b-v1, or a "
+            "folder in its layout): this model takes neither"
+        )
+    prompt = voice_prompt(voice, pipeline.files) if voice else None
+    pipeline.set_persona(prompt, persona or "")
+
+
 # A download this big is a full-size Moshi (7B: 15.4 GB in bfloat16, 8 GB in int8), which a CPU
 # runs many times slower than real time (`doctor` says about 20x).
 _BIG_DOWNLOAD = 4_000_000_000
@@ -113,6 +158,7 @@ class LocalCompute:
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline  # model.pipeline.Pipeline, or anything that steps like it
+        self._persona: tuple[str | None, str | None] = (None, None)
 
     def set_sampling(self, sampling: SetSampling) -> None:
         from model.generate import SamplingSettings
@@ -120,6 +166,12 @@ class LocalCompute:
         self.pipeline.sampling = SamplingSettings(
             sampling.temperature, sampling.top_k, sampling.text_temperature, sampling.text_top_k
         )
+
+    def set_persona(self, voice: str | None, persona: str | None) -> None:
+        """PersonaPlex's voice and persona, from the next conversation (`set_persona`)."""
+        if (voice, persona) != self._persona:
+            set_persona(self.pipeline, voice, persona)
+            self._persona = (voice, persona)
 
     def warm_up(self) -> None:
         """A few silent frames with the user's sampling settings in place

@@ -13,7 +13,8 @@ byte is their kind:
 
 Sampling settings travel as the query parameters Kyutai's web client sends (text_temperature,
 text_topk, audio_temperature, audio_topk, text_seed, audio_seed), when connecting: the Rust server
-honours them, the Python server ignores them.
+honours them, the Python server ignores them. NVIDIA's PersonaPlex server takes its voice and
+persona the same way (`voice_prompt`, `text_prompt`: `persona_query`).
 
 `RemoteSession` computes frames for the engine (app.engine) in place of a local pipeline, and never
 makes the engine wait on the network: the engine thread calls `step` once per 80 ms frame, which
@@ -47,6 +48,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 
 from model.config import FRAME_SIZE, SAMPLE_RATE
+from model.voices import DEFAULT_VOICE, is_voice_name
 
 from ..audio.buffers import PlaybackBuffer
 from ..errors import UserError
@@ -110,6 +112,23 @@ def sampling_query(sampling: object | None, seed: int | None) -> dict[str, str]:
     if seed is not None:
         query["text_seed"] = query["audio_seed"] = str(seed)
     return query
+
+
+def persona_query(voice: str | None, persona: str | None) -> dict[str, str]:
+    """The query parameters of NVIDIA's PersonaPlex server for a voice (one of its own, by
+    name: NATF2 is sent as `voice_prompt=NATF2.pt`) and a persona (`text_prompt`). Its server
+    reads both whenever one is sent (a missing one is an error there), so a persona without a
+    voice takes the default voice, and a voice without a persona sends an empty one. Kyutai's
+    servers ignore them. A voice file cannot be sent: a UserError."""
+    if voice is None and persona is None:
+        return {}
+    voice = voice or DEFAULT_VOICE
+    if not is_voice_name(voice):
+        raise UserError(
+            f"a server speaks only with its own voices ({DEFAULT_VOICE}, say), not with the "
+            f"file {voice}: choose one of its voices, or run the model here to use a recording"
+        )
+    return {"voice_prompt": f"{voice}.pt", "text_prompt": persona or ""}
 
 
 def with_query(url: str, query: dict[str, str]) -> str:
@@ -176,6 +195,7 @@ class RemoteSession:
         self.url = server_url(url)
         self.seed = seed
         self.sampling: SetSampling | None = None
+        self.persona: tuple[str | None, str | None] = (None, None)  # PersonaPlex's
         self.options = options or RemoteOptions()
         self._link: _Link | None = None
         self._connects = 0
@@ -187,6 +207,11 @@ class RemoteSession:
         """Sent as query parameters with the next connection."""
         self.sampling = sampling
 
+    def set_persona(self, voice: str | None, persona: str | None) -> None:
+        """Sent as query parameters with the next connection (`persona_query`)."""
+        persona_query(voice, persona)  # a voice file: said now, not at the connection
+        self.persona = (voice, persona)
+
     def warm_up(self) -> None:
         """The server warms its own model up."""
 
@@ -196,7 +221,8 @@ class RemoteSession:
 
     @property
     def connect_url(self) -> str:
-        return with_query(self.url, sampling_query(self.sampling, self.seed))
+        query = {**sampling_query(self.sampling, self.seed), **persona_query(*self.persona)}
+        return with_query(self.url, query)
 
     def connect(self) -> None:
         """Start connecting (returns at once); `wait_ready` tells when the server is ready."""

@@ -27,6 +27,10 @@ class RunConfig:
     output_device: str | None = None
     input_file: Path | None = None  # instead of the microphone (tests, demos)
     server: str | None = None  # Kyutai's Moshi server (a ws:// or wss:// URL) instead of the model
+    # PersonaPlex: the voice (a packaged voice's name, or a .pt or recording's path) and the
+    # persona (role text) of the next conversation; None: not asked (a Moshi takes neither).
+    voice: str | None = None
+    persona: str | None = None
 
     @property
     def model_key(self) -> tuple:

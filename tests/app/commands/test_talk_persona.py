@@ -62,15 +62,37 @@ def test_talk_with_a_packaged_voice_and_a_persona(personaplex, tmp_path):
     assert all(len(frame["audio"]) == 8 for frame in trace)
 
 
+def _recording(path: Path, seconds: float, rate: int = 24000) -> Path:
+    """The fork's test voice, repeated to `seconds`, at `rate` (resampled by soundfile's
+    reader's caller, as any recording is)."""
+    voice, voice_rate = soundfile.read(DATA / "voice_a.wav", dtype="float32")
+    voice = np.tile(voice, int(np.ceil(seconds * voice_rate / len(voice))))[
+        : int(seconds * voice_rate)
+    ]
+    if rate != voice_rate:
+        t = np.arange(int(seconds * rate)) / rate
+        voice = np.interp(t, np.arange(len(voice)) / voice_rate, voice).astype(np.float32)
+    soundfile.write(path, np.stack([voice, voice], axis=1), rate)  # stereo: mixed down
+    return path
+
+
 @pytest.mark.slow
 def test_talk_with_a_recorded_voice_and_a_persona_file(personaplex, tmp_path):
     persona = tmp_path / "persona.txt"
     persona.write_text("You are a teacher.\n")
-    voice = ["--voice", str(DATA / "voice_a.wav")]
+    voice = ["--voice", str(_recording(tmp_path / "me.flac", 5.5, 48000))]
     trace = _talk(tmp_path, personaplex, *voice, "--persona-file", str(persona))
     assert len(trace) == 7
     same = _talk(tmp_path, personaplex, *voice, "--persona", "You are a teacher.")
     assert same == trace
+
+
+@pytest.mark.parametrize("seconds, says", [(3.0, "at least 5 s"), (21.0, "20 s at most")])
+def test_a_recording_too_short_or_too_long_is_refused(personaplex, tmp_path, capsys, seconds, says):
+    voice = _recording(tmp_path / "me.wav", seconds)
+    with pytest.raises(AssertionError):
+        _talk(tmp_path, personaplex, "--voice", str(voice))
+    assert says in capsys.readouterr().err
 
 
 def test_talk_names_the_voices_it_has(personaplex, tmp_path, capsys):
@@ -84,3 +106,22 @@ def test_voice_and_persona_need_a_personaplex_model(tiny_checkpoint, tmp_path, c
     with pytest.raises(AssertionError):
         _talk(tmp_path, tiny_checkpoint, "--persona", "You are a teacher.")
     assert "need a PersonaPlex model" in capsys.readouterr().err
+
+
+def test_chat_with_a_voice_and_a_persona_keeps_them_in_the_conversation(personaplex, tmp_path):
+    """`chat --voice --persona` runs the prompt before the live frames, through the realtime
+    engine, and the conversation's metadata and exports name the voice and the persona."""
+    source = tmp_path / "in.wav"
+    soundfile.write(source, np.zeros(int(0.4 * 24000), np.float32), 24000)
+    export = tmp_path / "conversation.json"
+    argv = ["chat", "--model", str(personaplex), "--device", "cpu", "--input-file", str(source)]
+    argv += ["--trailing-silence", "0.2", "--seed", "1", "--export", str(export)]
+    assert main([*argv, "--voice", "NATF2", "--persona", "You are a teacher."]) == 0
+    settings = json.loads(export.read_text())["settings"]
+    assert settings["voice"] == "NATF2" and settings["persona"] == "You are a teacher."
+
+
+def test_chat_refuses_a_voice_file_for_a_server(tmp_path, capsys):
+    voice = _recording(tmp_path / "me.wav", 6.0)
+    assert main(["chat", "--server", "ws://127.0.0.1:9/api/chat", "--voice", str(voice)]) == 1
+    assert "speaks only with its own voices" in capsys.readouterr().err

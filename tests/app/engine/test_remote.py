@@ -28,7 +28,14 @@ from app.engine.messages import (
     Stop,
     TextPiece,
 )
-from app.engine.remote import RemoteError, RemoteOptions, RemoteSession, sampling_query, server_url
+from app.engine.remote import (
+    RemoteError,
+    RemoteOptions,
+    RemoteSession,
+    persona_query,
+    sampling_query,
+    server_url,
+)
 from app.errors import UserError
 
 sphn = pytest.importorskip("sphn")
@@ -86,6 +93,25 @@ def test_sampling_goes_as_the_web_clients_query_parameters():
     session.sampling = sampling
     assert session.connect_url.startswith(
         "ws://host:1/api/chat?x=1&text_temperature=0&text_topk=10"
+    )
+
+
+def test_a_voice_and_a_persona_go_as_personaplexs_query_parameters():
+    """NVIDIA's PersonaPlex server reads voice_prompt (a file name among its voices) and
+    text_prompt whenever either is sent."""
+    assert persona_query(None, None) == {}
+    assert persona_query("VARM1", None) == {"voice_prompt": "VARM1.pt", "text_prompt": ""}
+    assert persona_query(None, "You are Alex.") == {
+        "voice_prompt": "NATF2.pt",
+        "text_prompt": "You are Alex.",
+    }
+    with pytest.raises(UserError, match="only with its own voices"):
+        persona_query("/home/me/voice.wav", "")
+    session = RemoteSession("ws://host:1/api/chat")
+    session.set_persona("NATM0", "You enjoy having a good conversation.")
+    assert session.connect_url == (
+        "ws://host:1/api/chat?voice_prompt=NATM0.pt"
+        "&text_prompt=You+enjoy+having+a+good+conversation."
     )
 
 

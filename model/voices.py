@@ -152,3 +152,32 @@ def voice_sample(folder: str | Path, name: str) -> tuple[bytes, int, int, int] |
     except (wave.Error, EOFError):
         return None
     return frames, rate, channels, width
+
+
+def is_personaplex_source(source: str) -> bool:
+    """Whether the model at `source` takes a voice and a persona, told without loading it: a
+    repository by the catalog, a folder by its config.json or its weights' header."""
+    from .catalog import CATALOG
+    from .config import PERSONAPLEX_MODEL_TYPE
+    from .files import CheckpointError, is_repo_id, resolve_folder
+
+    if is_repo_id(source):
+        entry = CATALOG.get(source)
+        return entry is not None and entry.personaplex
+    try:
+        return resolve_folder(Path(source).expanduser()).config.model_type == PERSONAPLEX_MODEL_TYPE
+    except (CheckpointError, OSError, ValueError):
+        return False
+
+
+def voices_folder(source: str) -> Path | None:
+    """Where the packaged voices of the model at `source` are on this machine: a folder's own,
+    a repository's in the Hugging Face cache (None where voices.tgz is not there)."""
+    from .files import is_repo_id
+
+    if not is_repo_id(source):
+        return Path(source).expanduser()
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, VOICES_ARCHIVE)
+    return Path(cached).parent if isinstance(cached, str) else None

@@ -49,6 +49,7 @@ from .messages import (
     NewConversation,
     Notice,
     SetHalfDuplex,
+    SetPersona,
     SetSampling,
     Shutdown,
     Start,
@@ -236,6 +237,21 @@ class Engine:
         if voice is not None or persona is not None:
             self.compute.set_persona(voice, persona)
 
+    def _on_set_persona(self, command: SetPersona) -> None:
+        """For the next conversation; a voice that cannot be used is said and changes nothing
+        else (the conversation goes on). Before the model loads, the next Start's config says."""
+        if dataclasses.is_dataclass(self._config):  # what the next record says
+            self._config = dataclasses.replace(
+                self._config, voice=command.voice, persona=command.persona
+            )
+        if self.compute is None:
+            return
+        try:
+            self._apply_persona(command)
+        except UserError as e:
+            log.warning("cannot use the voice or persona: %s", e)
+            self._emit(ErrorEvent(str(e)))
+
     def _connect(self) -> None:
         """Connect; the audio opens once the far end is ready (at once for a local model)."""
         self.compute.connect()
@@ -353,6 +369,7 @@ class Engine:
         NewConversation: _on_new_conversation,
         Mute: _on_mute,
         SetHalfDuplex: _on_half_duplex,
+        SetPersona: _on_set_persona,
         SetSampling: _on_sampling,
         Export: _on_export,
     }

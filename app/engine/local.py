@@ -168,10 +168,15 @@ class LocalCompute:
         )
 
     def set_persona(self, voice: str | None, persona: str | None) -> None:
-        """PersonaPlex's voice and persona, from the next conversation (`set_persona`)."""
-        if (voice, persona) != self._persona:
+        """PersonaPlex's voice and persona, from the next conversation (`set_persona`). The
+        voice is read once: a new persona with it does not read it again."""
+        if (voice, persona) == self._persona:
+            return
+        if voice is not None and voice == self._persona[0] and self.pipeline.personaplex:
+            self.pipeline.set_persona(self.pipeline.voice, persona or "")
+        else:
             set_persona(self.pipeline, voice, persona)
-            self._persona = (voice, persona)
+        self._persona = (voice, persona)
 
     def warm_up(self) -> None:
         """A few silent frames with the user's sampling settings in place

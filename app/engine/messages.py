@@ -90,6 +90,15 @@ class SetSampling:
 
 
 @dataclass(frozen=True)
+class SetPersona:
+    """PersonaPlex's voice (a packaged voice's name, or a voice file's path) and persona (role
+    text), from the next conversation (on a server: from the next connection)."""
+
+    voice: str | None
+    persona: str | None
+
+
+@dataclass(frozen=True)
 class Export:
     """Write the conversation to `path`; the format follows the suffix (see app.conversation.record)."""
 

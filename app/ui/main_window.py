@@ -50,6 +50,7 @@ from app.engine.messages import (
     NewConversation,
     Notice,
     SetHalfDuplex,
+    SetPersona,
     Start,
     StateChanged,
     Stats,
@@ -58,10 +59,20 @@ from app.engine.messages import (
 )
 from app.logs import log_path
 from model.catalog import CATALOG
+from model.voices import (
+    CONSENT,
+    describe_voice,
+    is_personaplex_source,
+    is_voice_name,
+    voice_sample,
+    voices_folder,
+)
 
-from .settings import Settings, is_folder_source
+from .persona_box import PersonaBox
+from .settings import PERSONA_MAX, Settings, is_folder_source
 from .settings_dialog import SettingsDialog
 from .transcript import TranscriptView
+from .voice_menu import VoiceMenu
 from .waveform import WaveformView
 
 # What each export writes: the file dialog's filter names and the suffix that picks the format.
@@ -182,6 +193,8 @@ class MainWindow(QMainWindow):
         self._saved_in: str | None = None  # where the conversation is autosaved, if it is
         self._starting: tuple | None = None  # the model_key of the last Start sent
         self._loaded: tuple | None = None  # the model_key the engine has loaded, if any
+        self._takes_persona = False  # the model (or the server) takes a voice and a persona
+        self._consented = False  # the consent line for a recorded voice was agreed to
         self.setWindowTitle("Moshi")
         self.setMinimumSize(640, 420)
         self._build_widgets()
@@ -237,6 +250,7 @@ class MainWindow(QMainWindow):
         for button in (self.start_button, self.mute_button, self.new_button, self.duplex_button):
             controls.addWidget(button)
         controls.addStretch(1)
+        self._build_persona_controls()
 
         self.waveform = WaveformView()
         self.transcript = TranscriptView()
@@ -260,8 +274,32 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.addWidget(self.banner)
         layout.addLayout(controls)
+        layout.addWidget(self.persona_row)
         layout.addWidget(splitter, 1)
         self.setCentralWidget(central)
+
+    def _build_persona_controls(self) -> None:
+        """PersonaPlex's Voice menu and Persona box, shown when the model takes them."""
+        self.voice_menu = VoiceMenu(self.settings.voice, self)
+        self.voice_menu.chosen.connect(self.set_voice)
+        self.voice_menu.sample_requested.connect(self.play_voice_sample)
+        self.voice_menu.recording_requested.connect(self.choose_voice_recording)
+        self.voice_button = QToolButton()
+        self.voice_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.voice_button.setMenu(self.voice_menu)
+        self.voice_button.setAccessibleName("Moshi's voice")
+        self.persona_box = PersonaBox(self.settings.persona, PERSONA_MAX)
+        self.persona_box.changed.connect(self._persona_edited)
+        self._persona_timer = QTimer(self)  # the engine hears of an edit once typing pauses
+        self._persona_timer.setSingleShot(True)
+        self._persona_timer.setInterval(600)
+        self._persona_timer.timeout.connect(self._send_persona)
+        self.persona_row = QWidget()
+        row = QHBoxLayout(self.persona_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.voice_button)
+        row.addWidget(self.persona_box, 1)
+        self._show_voice()
 
     def _action(self, text: str, shortcut, slot, *, checkable: bool = False) -> QAction:
         action = QAction(text, self)
@@ -302,6 +340,7 @@ class MainWindow(QMainWindow):
         talk_menu.addActions(
             [self.start_action, self.mute_action, self.new_action, self.duplex_action]
         )
+        menus.addMenu(self.voice_menu)
         menus.addMenu("&Settings").addAction(self.settings_action)
         menus.addMenu("&Help").addAction(self.about_action)
 
@@ -345,13 +384,25 @@ class MainWindow(QMainWindow):
                 Path(s.model_source).name if Path(s.model_source).is_absolute() else s.model_source
             )
             self.model_label.setText(f"{name} · {s.compute_device} · {s.dtype}")
+        # PersonaPlex's controls: for a PersonaPlex model, and for a server (NVIDIA's PersonaPlex
+        # server takes a voice and a persona; Kyutai's ignore them). A server has only its voices.
+        self._takes_persona = s.backend == "remote" or is_personaplex_source(s.model_source)
         self.welcome.setText(self._before_start())
+        self.persona_row.setVisible(self._takes_persona)
+        self.voice_menu.menuAction().setVisible(self._takes_persona)
+        self.voice_menu.set_recordings_allowed(s.backend != "remote")
 
     def _before_start(self) -> str:
         """What to know before the first Start, shown where the monologue will be: where Moshi
         runs, what a first Start downloads, what it needs to answer in time, the other ways."""
         s = self.settings
         keys = "Press Start (Space) and talk; Moshi answers, and its thoughts appear here."
+        if self._takes_persona:
+            keys += (
+                "\n\nPersonaPlex speaks with the voice and plays the persona chosen above "
+                "(a PersonaPlex server too; Kyutai's servers ignore them). A change applies "
+                "from the next conversation."
+            )
         if s.backend == "remote":
             return f"{keys}\n\nMoshi runs on the server {s.server_url}."
         lines = [keys, ""]
@@ -393,7 +444,108 @@ class MainWindow(QMainWindow):
             input_device=s.input_device,
             output_device=s.output_device,
             server=s.server_url if s.backend == "remote" else None,
+            voice=s.voice if self._takes_persona else None,
+            persona=s.persona if self._takes_persona else None,
         )
+
+    # --- PersonaPlex's voice and persona -------------------------------------------------------
+
+    def _show_voice(self) -> None:
+        voice = self.settings.voice
+        shown = describe_voice(voice) if is_voice_name(voice) else Path(voice).name
+        self.voice_button.setText(f"Voice: {shown}")
+        self.voice_menu.set_voice(voice)
+
+    @Slot(str)
+    def set_voice(self, voice: str) -> None:
+        """Moshi's voice from the next conversation (kept in the settings)."""
+        if voice == self.settings.voice:
+            return
+        self.settings.voice = voice
+        self._show_voice()
+        self._send_persona()
+
+    @Slot(str)
+    def _persona_edited(self, text: str) -> None:
+        self.settings.persona = text
+        self._persona_timer.start()
+
+    @Slot()
+    def _send_persona(self) -> None:
+        """Tell the engine (it applies them from the next conversation), and say so when one is
+        under way."""
+        self._persona_timer.stop()
+        if not self._takes_persona:
+            return
+        self.engine.send(SetPersona(self.settings.voice, self.settings.persona))
+        if self._has_conversation:
+            self.statusBar().showMessage(
+                "The voice and persona apply from the next conversation (New conversation).", 8000
+            )
+
+    @Slot(str)
+    def play_voice_sample(self, name: str) -> None:
+        """A few seconds of the packaged voice `name`, where the model has its recording."""
+        from app.audio import sample
+        from app.errors import UserError
+
+        folder = voices_folder(self.settings.model_source)
+        found = voice_sample(folder, name) if folder is not None else None
+        if found is None:
+            self.statusBar().showMessage(
+                f"{name}: this model's voices have no sample of it; you hear it when Moshi speaks.",
+                8000,
+            )
+            return
+        frames, rate, channels, width = found
+        if width != 2:
+            return
+        try:
+            sample.play(sample.pcm16_to_float(frames, channels), rate, self.settings.output_device)
+        except UserError as e:
+            self.statusBar().showMessage(f"Cannot play the sample: {e}", 8000)
+
+    def ask_voice_recording(self) -> str | None:
+        """A recording of a voice, picked by the user after the consent line; tests replace
+        this method."""
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "A recording of the voice Moshi speaks with",
+            str(Path.home()),
+            "Audio (*.wav *.flac *.ogg)",
+            options=QFileDialog.Option.DontUseNativeDialog,
+        )
+        return path or None
+
+    @Slot()
+    def choose_voice_recording(self) -> None:
+        """ "From a recording…": the consent line, then the file, checked (5 to 20 s)."""
+        answer = (
+            QMessageBox.question(
+                self,
+                "Moshi speaks with a recorded voice",
+                f"{CONSENT}\n\nChoose a recording of 5 to 20 s of that voice speaking alone.",
+                QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel,
+            )
+            if not self._consented
+            else QMessageBox.StandardButton.Ok
+        )
+        if answer != QMessageBox.StandardButton.Ok:
+            self._show_voice()  # the menu shows the voice that stays
+            return
+        self._consented = True
+        path = self.ask_voice_recording()
+        if path is None:
+            self._show_voice()
+            return
+        from app.audio.sample import recording_problem
+
+        problem = recording_problem(path)
+        if problem:
+            self._show_voice()
+            self.banner.show_message(f"Cannot use {Path(path).name} as a voice: {problem}.")
+            return
+        self.set_voice(str(Path(path).resolve()))
 
     @Slot()
     def toggle_running(self) -> None:

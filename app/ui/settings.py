@@ -24,6 +24,7 @@ from app.engine.remote import DEFAULT_SERVER, server_url
 from app.errors import UserError
 from model.catalog import DEFAULT_REPO
 from model.files import DEVICES, DTYPES, is_repo_id
+from model.voices import DEFAULT_PERSONA, DEFAULT_VOICE, is_voice_name
 
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"
@@ -35,6 +36,7 @@ TEMPERATURE_MAX = 1.5  # 0 takes the most likely token (greedy)
 TEXT_TOP_K_MAX = 32000  # the text vocabulary; top-k 0 keeps every token
 AUDIO_TOP_K_MAX = 2048  # the codebook size of each audio stream
 SEED_MAX = 2**31 - 1  # what a QSpinBox can hold
+PERSONA_MAX = 4000  # characters: about 1000 text tokens, 80 s of prompt
 
 
 class Key(Enum):
@@ -56,6 +58,8 @@ class Key(Enum):
     INPUT_DEVICE = "audio/input_device"
     OUTPUT_DEVICE = "audio/output_device"
     HALF_DUPLEX = "audio/half_duplex"
+    VOICE = "persona/voice"
+    PERSONA = "persona/text"
     WINDOW_GEOMETRY = "window/geometry"
     WINDOW_STATE = "window/state"
     LAST_EXPORT_FOLDER = "export/last_folder"
@@ -160,6 +164,21 @@ def _server(raw: Any) -> str:
     raise ValueError(raw)
 
 
+def _voice(raw: Any) -> str:
+    """A packaged voice's name (NATF2) or a voice file's absolute path."""
+    text = _text(raw)
+    if not (is_voice_name(text) or Path(text).is_absolute()):
+        raise ValueError(raw)
+    return text
+
+
+def _persona(raw: Any) -> str:
+    """Any role text, even none, within what a prompt can hold."""
+    if not isinstance(raw, str) or len(raw) > PERSONA_MAX:
+        raise ValueError(raw)
+    return raw
+
+
 def _bytes(raw: Any) -> bytes:
     if isinstance(raw, QByteArray):
         raw = raw.data()
@@ -211,6 +230,8 @@ _SPECS: dict[Key, _Spec] = {
     Key.INPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.OUTPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.HALF_DUPLEX: _Spec(False, _bool),
+    Key.VOICE: _Spec(DEFAULT_VOICE, _voice),
+    Key.PERSONA: _Spec(DEFAULT_PERSONA, _persona),
     Key.WINDOW_GEOMETRY: _Spec(None, _optional(_bytes), _store_bytes),
     Key.WINDOW_STATE: _Spec(None, _optional(_bytes), _store_bytes),
     Key.LAST_EXPORT_FOLDER: _Spec(None, _optional(_folder), _store_text),
@@ -254,6 +275,9 @@ class Settings:
     input_device = _Setting[str | None](Key.INPUT_DEVICE)  # a device name; None: the default
     output_device = _Setting[str | None](Key.OUTPUT_DEVICE)
     half_duplex = _Setting[bool](Key.HALF_DUPLEX)
+    # PersonaPlex's: a packaged voice's name, or a voice file's absolute path; the role text
+    voice = _Setting[str](Key.VOICE)
+    persona = _Setting[str](Key.PERSONA)
     window_geometry = _Setting[bytes | None](Key.WINDOW_GEOMETRY)
     window_state = _Setting[bytes | None](Key.WINDOW_STATE)
     last_export_folder = _Setting[Path | None](Key.LAST_EXPORT_FOLDER)

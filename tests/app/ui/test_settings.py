@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings
 
 from app.engine.messages import SetSampling
 from app.ui.settings import Key, Settings
+from model.voices import DEFAULT_PERSONA
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,6 +52,8 @@ DEFAULTS = {
     Key.INPUT_DEVICE: None,
     Key.OUTPUT_DEVICE: None,
     Key.HALF_DUPLEX: False,
+    Key.VOICE: "NATF2",
+    Key.PERSONA: DEFAULT_PERSONA,
     Key.WINDOW_GEOMETRY: None,
     Key.WINDOW_STATE: None,
     Key.LAST_EXPORT_FOLDER: None,
@@ -76,6 +79,8 @@ def other_values(tmp_path: Path) -> dict[Key, object]:
         Key.INPUT_DEVICE: "USB Headset, Microphone",
         Key.OUTPUT_DEVICE: "Speakers (2)",
         Key.HALF_DUPLEX: True,
+        Key.VOICE: str(tmp_path / "my voice.wav"),
+        Key.PERSONA: "You enjoy having a good conversation.\nYou live in Lyon.",
         Key.WINDOW_GEOMETRY: b"\x01\xd9\xd0\xcb\x00\x03geometry\x00",
         Key.WINDOW_STATE: b"\x00\x00\x00\xffstate",
         Key.LAST_EXPORT_FOLDER: tmp_path,
@@ -99,6 +104,8 @@ ATTRIBUTES = {
     Key.INPUT_DEVICE: "input_device",
     Key.OUTPUT_DEVICE: "output_device",
     Key.HALF_DUPLEX: "half_duplex",
+    Key.VOICE: "voice",
+    Key.PERSONA: "persona",
     Key.WINDOW_GEOMETRY: "window_geometry",
     Key.WINDOW_STATE: "window_state",
     Key.LAST_EXPORT_FOLDER: "last_export_folder",
@@ -185,6 +192,9 @@ def test_garbage_reads_as_the_defaults(ini: Path, tmp_path: Path) -> None:
         "input_device=@Invalid()\n"
         "output_device=\n"
         "half_duplex=2\n"
+        "[persona]\n"
+        "voice=../voices/x.wav\n"
+        "text=@Variant(garbage)\n"
         "[window]\n"
         "geometry=@Variant(garbage)\n"
         "state=\n"
@@ -222,6 +232,9 @@ def test_temperatures_out_of_range_read_as_the_default(ini: Path, raw: str, expe
         ("dtype", "int4"),
         ("input_device", ""),
         ("half_duplex", None),
+        ("voice", "relative/voice.wav"),
+        ("voice", ""),
+        ("persona", "x" * 4001),
         ("window_geometry", "text"),
         ("backend", "cloud"),
         ("server_url", "localhost"),  # stored only as server_url() writes it
@@ -276,11 +289,11 @@ def test_the_user_settings_live_under_the_test_config_folder(qapp) -> None:
 
 def test_the_settings_modules_load_neither_torch_nor_the_model() -> None:
     """Only the model's torch-free facts (model.files, model.config, model.finetune,
-    model.catalog, model.family, model.hf_config)."""
+    model.catalog, model.family, model.hf_config, model.voices)."""
     code = (
         "import sys, app.ui.settings, app.ui.settings_dialog\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model'))\n"
         "assert set(loaded) <= {'model', 'model.config', 'model.files', 'model.finetune', "
-        "'model.catalog', 'model.family', 'model.hf_config'}, loaded"
+        "'model.catalog', 'model.family', 'model.hf_config', 'model.voices'}, loaded"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

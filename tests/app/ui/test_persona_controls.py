@@ -16,7 +16,7 @@ import soundfile
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from app.engine.messages import SetPersona, Start
+from app.engine.messages import SetPersona
 from app.ui.main_window import MainWindow
 from app.ui.persona_box import CUSTOM
 from app.ui.settings import Settings

@@ -24,6 +24,7 @@ from torch import nn
 
 from . import hf_layout
 from .checkpoint import adapt_state_dict, torch_dtype
+from .config import PERSONAPLEX_MODEL_TYPE
 from .files import (
     FAIL,
     OK,
@@ -41,6 +42,7 @@ from .lm import LM
 from .mimi import Mimi
 from .text import TokenizerError, open_tokenizer
 from .transformer import Attention
+from .voices import voice_names
 
 _MAX_LISTED = 8
 _BIG_LM = 1_000_000_000  # parameters: above this, float32 weights and the CPU deserve a warning
@@ -241,7 +243,15 @@ def _fit(report: ModelReport, what: str, header: dict[str, TensorInfo], module: 
 def describe_model(files: ModelFiles) -> str:
     """Which member of the family and which on-disk format, from the config and the headers."""
     cfg = files.config.lm
-    if (cfg.dim, cfg.num_layers, cfg.dep_q) == (4096, 32, 8):
+    if files.config.model_type == PERSONAPLEX_MODEL_TYPE:
+        voices = voice_names(files.folder)
+        member = (
+            f"PersonaPlex (a voice and a persona; {len(voices)} packaged voices"
+            + (f": {', '.join(voices)})" if voices else ", none on this machine yet)")
+        )
+        if cfg.dim != 4096:
+            member += f" of dim {cfg.dim} and {cfg.num_layers} layers"
+    elif (cfg.dim, cfg.num_layers, cfg.dep_q) == (4096, 32, 8):
         member = "Moshi 7B (Moshiko / Moshika architecture)"
     else:
         member = f"a Moshi of dim {cfg.dim} and {cfg.num_layers} layers"

@@ -242,6 +242,16 @@ class Pipeline:
             save_streaming(self.generator), self.generator.rng.get_state()
         )
 
+    def prepare(self) -> None:
+        """Run what comes before the conversation's first frame now (PersonaPlex's prompt), so
+        the first frame answers at once; nothing for Moshi."""
+        if not self._prompted:
+            self._prompt()
+
+    def forget_prompt_states(self) -> None:
+        """Drop the states kept after prompts: the next prompt runs in full."""
+        self._after_prompt.clear()
+
     def reset(self, seed: int | None = None) -> None:
         """Start a new conversation: every streaming state back to its start."""
         reset_streaming(self.mimi)
@@ -284,8 +294,7 @@ class Pipeline:
         if frame.numel() != FRAME_SIZE:
             raise ValueError(f"a frame is {FRAME_SIZE} samples, got {frame.numel()}")
         ms: dict[str, float] = {}
-        if not self._prompted:
-            self._prompt()
+        self.prepare()
         t0 = time.perf_counter()
         codes = self._encode(frame.to(self.device)[None, None])  # [1, 8, 1]
         self._sync()

@@ -216,6 +216,7 @@ def write_random_checkpoint(
     seed: int = 0,
     dtype: torch.dtype = torch.bfloat16,
     vocab_size: int = 200,
+    model_type: str = "moshi",
 ) -> Path:
     """Write a Moshi of any shape with random weights into `folder`, in Kyutai's layout (fused
     attention keys, the LM in `dtype`, bfloat16 as released): config.json holding `lm_config`
@@ -228,7 +229,7 @@ def write_random_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     train_tokenizer(folder / TOKENIZER_NAME, vocab_size)
-    config = dict(lm_config, model_type="moshi")
+    config = dict(lm_config, model_type=model_type)  # "personaplex": dep_q 16 unless given
     if mimi_config is not None:
         config["mimi_config_name"] = MIMI_CONFIG_NAME
         (folder / MIMI_CONFIG_NAME).write_text(json.dumps(mimi_config, indent=2))

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from model.catalog import DEFAULT_REPO
-from model.config import FRAME_SIZE, SAMPLE_RATE, LMConfig
+from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE, LMConfig
 
 from ..errors import UsageError, UserError
 from .arguments import add_model_arguments, load_pipeline
@@ -105,6 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "7b: Moshi 7B's shape (7.7B parameters; a 15.4 GB checkpoint is written to the "
         "temporary folder, TMPDIR), with the full-size Mimi: for a GPU; on the CPU only with "
         "--device cpu and the memory for it",
+    )
+    parser.add_argument(
+        "--personaplex",
+        action="store_true",
+        help="with --config: a PersonaPlex of that shape (its depth transformer predicts 16 "
+        "codebooks), and time its prompt phase too: a 10 s voice and the assistant persona, "
+        "from the recording, from the voice's saved state, and from the state kept after the "
+        "prompt (what the next conversation with them takes)",
     )
     parser.add_argument(
         "--random-weights",
@@ -320,6 +328,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         )
     if args.random_weights and not args.config:
         raise UsageError("--random-weights needs --config tiny, small or 7b")
+    if getattr(args, "personaplex", False) and not args.config:
+        raise UsageError("--personaplex needs --config: it times a PersonaPlex of random weights")
     if args.config and args.model is not None:
         raise UsageError("--model and --config exclude each other: time one model")
     if args.frames < 1:
@@ -330,14 +340,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--threads must be 1 or more")
 
 
-def _moshi_7b_parameters() -> int:
+def _moshi_7b_parameters(personaplex: bool = False) -> int:
+    """Moshi 7B's parameters (PersonaPlex's: its depth transformer for 16 codebooks)."""
     import torch
 
     from model.config import LMConfig
     from model.lm import LM
 
     with torch.device("meta"):
-        return LM(LMConfig()).parameter_count()
+        return LM(LMConfig(dep_q=16 if personaplex else 8)).parameter_count()
 
 
 def _check_7b(args: argparse.Namespace, device) -> None:
@@ -347,7 +358,7 @@ def _check_7b(args: argparse.Namespace, device) -> None:
 
     from .doctor import available_memory
 
-    params = _moshi_7b_parameters()
+    params = _moshi_7b_parameters(getattr(args, "personaplex", False))
     checkpoint = 2 * params  # bfloat16, as released
     if device.type == "cpu":
         if args.device != "cpu":
@@ -378,13 +389,69 @@ def _check_7b(args: argparse.Namespace, device) -> None:
         )
 
 
-def _write_random(config: str, folder: Path) -> Path:
-    from model.tiny import TINY_LM, write_random_checkpoint, write_tiny_checkpoint
+def _write_random(config: str, folder: Path, personaplex: bool = False) -> Path:
+    from model.config import PERSONAPLEX_MODEL_TYPE
+    from model.tiny import (
+        TINY_LM,
+        write_random_checkpoint,
+        write_tiny_checkpoint,
+        write_tiny_personaplex,
+    )
 
     if config == "tiny":
-        return write_tiny_checkpoint(folder)
+        return write_tiny_personaplex(folder) if personaplex else write_tiny_checkpoint(folder)
     overrides = SMALL_LM if config == "small" else MOSHI_7B_LM
-    return write_random_checkpoint(folder, {**TINY_LM, **overrides}, None)
+    lm = {**TINY_LM, **overrides}
+    if personaplex:
+        del lm["dep_q"]  # PersonaPlex's 16
+        return write_random_checkpoint(folder, lm, None, model_type=PERSONAPLEX_MODEL_TYPE)
+    return write_random_checkpoint(folder, lm, None)
+
+
+PROMPT_VOICE_SECONDS = 10.0  # the voice prompt timed: NVIDIA's voices are about this long
+
+
+def time_prompt(pipeline) -> dict[str, Any]:
+    """PersonaPlex's prompt phase, what passes before the user can speak: the voice (a 10 s
+    recording, synthetic) and the assistant persona, from the recording (Mimi encodes it, then
+    a step a frame), from the voice's saved state (as a packaged .pt voice), and from the state
+    kept after the prompt (the next conversation with the same voice and persona)."""
+    from model.persona import SILENCE_FRAMES, VoicePrompt, persona_tokens
+    from model.voices import DEFAULT_PERSONA
+
+    now = _clock(pipeline.device)
+    frames = math.ceil(PROMPT_VOICE_SECONDS * SAMPLE_RATE / FRAME_SIZE)
+    voice = VoicePrompt.from_audio(synthetic_input(frames, seed=1).reshape(-1))
+    steps = {
+        "voice": frames,
+        "persona": len(persona_tokens(pipeline.tokenizer, DEFAULT_PERSONA)),
+        "silence": 2 * SILENCE_FRAMES,
+    }
+
+    def prompt() -> float:
+        pipeline.reset()
+        start = now()
+        pipeline.prepare()
+        return 1000 * (now() - start)
+
+    def from_saved_voice() -> float:
+        pipeline.forget_prompt_states()
+        return prompt()
+
+    pipeline.set_persona(voice, DEFAULT_PERSONA)
+    from_recording = prompt()  # the voice's saved state is kept from here on
+    saved = [from_saved_voice() for _ in range(3)]
+    kept = [prompt() for _ in range(3)]
+    pipeline.reset()
+    total = sum(steps.values())
+    return {
+        "steps": steps,
+        "from_recording_ms": from_recording,
+        "from_saved_voice_ms": float(np.median(saved)),
+        "from_kept_state_ms": float(np.median(kept)),
+        "ms_per_step": float(np.median(saved)) / total,
+        "prompt_seconds": total * FRAME_SECONDS,  # of the model's time, as if played
+    }
 
 
 def _describe(pipeline) -> dict[str, Any]:
@@ -456,8 +523,9 @@ def measure(args: argparse.Namespace, then: Then | None = None) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="moshi-bench-") as tmp:
         if args.config:
             _log(f"writing a random {args.config} model to {tmp} ...")
-            args.model = str(_write_random(args.config, Path(tmp)))
-            report["model"] = f"random {args.config}"
+            personaplex = getattr(args, "personaplex", False)
+            args.model = str(_write_random(args.config, Path(tmp), personaplex))
+            report["model"] = f"random {args.config}" + (" PersonaPlex" if personaplex else "")
         else:
             args.model = args.model or DEFAULT_REPO
             report["model"] = args.model
@@ -468,6 +536,9 @@ def measure(args: argparse.Namespace, then: Then | None = None) -> dict[str, Any
         files = pipeline.files
         report.update(_describe(pipeline))
         report.update(frames=args.frames, warmup=args.warmup)
+        if pipeline.personaplex:
+            _log("timing the prompt phase (voice and persona) ...")
+            report["prompt"] = time_prompt(pipeline)
         weight_bytes = lm_weight_bytes_per_frame(pipeline.lm)
         audio = synthetic_input(args.warmup + args.frames)
         graphs = pipeline.cuda_graphs
@@ -572,6 +643,20 @@ def format_report(report: dict[str, Any]) -> str:
             )
         lines.append("")
 
+    prompt = report.get("prompt")
+    if prompt:
+        steps = prompt["steps"]
+        lines += [
+            f"  prompt phase before the user speaks ({sum(steps.values())} steps: "
+            f"{steps['voice']} of a {PROMPT_VOICE_SECONDS:.0f} s voice, {steps['persona']} of "
+            f"the persona, {steps['silence']} of silence; {prompt['prompt_seconds']:.1f} s if "
+            "played in real time):",
+            f"  {'from the voice recording':30}{prompt['from_recording_ms']:>9.0f} ms",
+            f"  {'from its saved state (.pt)':30}{prompt['from_saved_voice_ms']:>9.0f} ms "
+            f"({prompt['ms_per_step']:.2f} ms a step)",
+            f"  {'from the state kept after it':30}{prompt['from_kept_state_ms']:>9.1f} ms",
+            "",
+        ]
     both("real-time factor (total p50 / 80 ms)", lambda r: f"{r['rtf']:.3f}")
     both("frames per second (1000 / total p50)", lambda r: f"{r['fps']:.1f}")
     both("peak host memory (ru_maxrss)", lambda r: mb(r["peak_host_mb"]))

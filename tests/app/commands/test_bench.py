@@ -61,6 +61,20 @@ def test_tiny_random_model_as_json(capsys):
 
 
 @pytest.mark.slow
+def test_a_personaplex_times_its_prompt_phase_too(capsys):
+    """The voice and persona before the user speaks: from the recording, from the voice's
+    saved state, and from the state kept after the prompt (much faster than running it)."""
+    report = run_json(capsys, "--config", "tiny", "--random-weights", "--personaplex")
+    assert report["model"] == "random tiny PersonaPlex"
+    prompt = report["prompt"]
+    assert prompt["steps"]["voice"] == 125 and prompt["steps"]["silence"] == 12
+    assert prompt["steps"]["persona"] > 10
+    assert prompt["prompt_seconds"] == pytest.approx(0.08 * sum(prompt["steps"].values()))
+    assert prompt["from_recording_ms"] > 0 and prompt["from_saved_voice_ms"] > 0
+    assert prompt["from_kept_state_ms"] < prompt["from_saved_voice_ms"] / 10
+
+
+@pytest.mark.slow
 def test_small_random_model_with_the_full_size_mimi(capsys):
     report = run_json(capsys, "--config", "small", "--random-weights")
     check_timings(report)
@@ -107,6 +121,7 @@ def test_moshi_7b_is_refused_on_the_cpu(capsys, monkeypatch):
         ["--random-weights"],
         ["--config", "tiny", "--random-weights", "--model", "kyutai/moshiko-pytorch-bf16"],
         ["--config", "tiny", "--random-weights", "--frames", "0"],
+        ["--personaplex"],  # it needs --config
     ],
 )
 def test_usage_errors(capsys, args):

@@ -125,3 +125,11 @@ def test_chat_refuses_a_voice_file_for_a_server(tmp_path, capsys):
     voice = _recording(tmp_path / "me.wav", 6.0)
     assert main(["chat", "--server", "ws://127.0.0.1:9/api/chat", "--voice", str(voice)]) == 1
     assert "speaks only with its own voices" in capsys.readouterr().err
+
+
+def test_doctor_says_personaplex_and_its_voices(personaplex):
+    from model.files import resolve_folder
+    from model.inspect import describe_model
+
+    described = describe_model(resolve_folder(personaplex))
+    assert described.startswith("PersonaPlex (a voice and a persona; 1 packaged voices: NATF2)")

@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import io
 import re
-import types
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,27 +152,49 @@ class _ForkFrameKVCache(FrameKVCache):
         return keys, values
 
 
-def _fork_depth_state(self: Attention, batch_size: int) -> FrameKVCache:
-    proj = self.in_projs[0]
-    dtype = getattr(proj, "activation_dtype", proj.weight.dtype)
-    head_dim = self.dim // self.num_heads
-    return _ForkFrameKVCache(
-        batch_size, self.num_heads, self.num_steps, head_dim, proj.weight.device, dtype
-    )
+class ForkAttention(Attention):
+    """Attention as NVIDIA's fork computes it: a windowed attention keeps `context - 1` past
+    steps (its ring of that many slots gives exactly the fork's masking), and a depth
+    transformer's cache hides the first step from the last (`_ForkFrameKVCache`). Made from an
+    `Attention` by `of`, holding the same projections: nothing is copied."""
+
+    @classmethod
+    def of(cls, attention: Attention) -> ForkAttention:
+        context = attention.context
+        if context is not None and not attention.num_steps:
+            context -= 1
+        with torch.device("meta"):  # its own projections are replaced at once: no memory
+            fork = cls(
+                attention.dim,
+                attention.num_heads,
+                context,
+                attention.rope_max_period,
+                attention.num_steps,
+            )
+        fork.in_projs, fork.out_projs = attention.in_projs, attention.out_projs
+        return fork
+
+    def init_state(self, batch_size: int) -> FrameKVCache:
+        if not self.num_steps:
+            return super().init_state(batch_size)
+        proj = self.in_projs[0]
+        dtype = getattr(proj, "activation_dtype", proj.weight.dtype)
+        head_dim = self.dim // self.num_heads
+        return _ForkFrameKVCache(
+            batch_size, self.num_heads, self.num_steps, head_dim, proj.weight.device, dtype
+        )
 
 
 def run_as_the_fork(module: torch.nn.Module) -> torch.nn.Module:
-    """Make `module`'s attention layers (an LM's, a Mimi's) mask keys as NVIDIA's fork does: a
-    windowed attention sees `context - 1` past steps once its ring has filled (a ring of
-    `context - 1` slots gives exactly that), and a depth transformer's last step does not see
-    its first. Idempotent; returns `module`."""
-    for m in module.modules():
-        if isinstance(m, Attention) and not getattr(m, "_as_the_fork", False):
-            m._as_the_fork = True
-            if m.num_steps:
-                m.init_state = types.MethodType(_fork_depth_state, m)
-            elif m.context is not None:
-                m.context -= 1
+    """Swap `module`'s attention layers (an LM's, a Mimi's) for `ForkAttention`, in place, before
+    it streams; those already swapped stay. Returns `module`."""
+    for name, child in module.named_children():
+        if type(child) is Attention:
+            if child.state is not None:
+                raise RuntimeError("run_as_the_fork() must come before streaming starts")
+            setattr(module, name, ForkAttention.of(child))
+        else:
+            run_as_the_fork(child)
     return module
 
 

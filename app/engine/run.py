@@ -54,19 +54,23 @@ def open_compute(config: RunConfig) -> Compute:
 
 def loading_note(config: RunConfig | None) -> str:
     """What loading this model will take besides reading it, worth saying while it loads: the
-    first run on a CPU builds our CPU kernel for it (seconds, once)."""
+    first run on a CPU builds our CPU kernel for it (seconds, once); PersonaPlex takes in its
+    voice and persona (seconds; later conversations with them start at once)."""
     if config is None or config.server is not None:
         return ""
     from model.cpu import native
     from model.pipeline import resolve_device
 
+    notes = []
     try:
         on_cpu = resolve_device(config.device).type == "cpu"
     except RuntimeError:  # the device asked for is not there: loading will say so
         return ""
     if on_cpu and native.will_build():
-        return "building the CPU kernel for this computer, once (about 10 s)"
-    return ""
+        notes.append("building the CPU kernel for this computer, once (about 10 s)")
+    if config.voice is not None or config.persona is not None:
+        notes.append("taking in the voice and persona")
+    return ", then ".join(notes)
 
 
 def open_audio(config: RunConfig):

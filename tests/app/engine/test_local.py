@@ -32,3 +32,11 @@ def test_a_gpu_asked_for_and_missing_says_so(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     advice = download_advice(RunConfig(model="m", device="cuda"), _check(15_400_000_000))
     assert "CUDA" in advice and advice.endswith(".")
+
+
+def test_the_loading_note_says_a_personaplex_takes_in_its_voice_and_persona():
+    from app.engine.run import RunConfig, loading_note
+
+    note = loading_note(RunConfig(model="m", device="cpu", voice="NATF2", persona="Hi."))
+    assert note.endswith("taking in the voice and persona")
+    assert "voice" not in loading_note(RunConfig(model="m", device="cpu"))

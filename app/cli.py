@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from app import __version__, logs, signals
-from app.commands import bench, chat, devices, doctor, download, selftest, talk
+from app.commands import bench, chat, devices, doctor, download, selftest, talk, transcribe
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     doctor.register,
     bench.register,
     selftest.register,
+    transcribe.register,
 )
 
 

@@ -338,15 +338,20 @@ class LMConfig:
     depformer_num_heads: int = 16
     depformer_num_layers: int = 6
     depformer_multi_linear: bool = True
+    # Speech-to-text's semantic voice-activity heads: each a linear of the temporal output.
+    extra_heads_num_heads: int = 0
+    extra_heads_dim: int = 6
     delays: list[int] = field(
         default_factory=lambda: [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
     )
 
     def __post_init__(self) -> None:
-        sizes = "dim text_card n_q dep_q card num_heads num_layers context"
+        sizes = "dim text_card n_q card num_heads num_layers context extra_heads_dim"
         depformer_sizes = "depformer_dim depformer_num_heads depformer_num_layers"
         for name, value in _values(self, f"{sizes} {depformer_sizes}"):
             _check_whole(name, value)
+        for name, value in _values(self, "dep_q extra_heads_num_heads"):
+            _check_whole(name, value, minimum=0)  # 0: speech-to-text; none
         for name, value in _values(self, "existing_text_padding_id existing_text_end_padding_id"):
             _check_whole(name, value, minimum=0)
             if value >= self.text_card:
@@ -395,7 +400,6 @@ _LM_FIXED = {
     "kv_repeat": 1,
     "demux_second_text_stream": False,
     "text_card_out": None,
-    "extra_heads_num_heads": 0,
     "conditioners": None,
     "fuser": None,
     "cross_attention": False,
@@ -405,7 +409,6 @@ _LM_IGNORED = {
     "depformer_context",
     "depformer_max_period",
     "depformer_causal",
-    "extra_heads_dim",
     "gradient_checkpointing",
     # moshi-finetune's: how the weights were trained. A LoRA's adapters load apart, on top of
     # their base model (model.finetune, model.lora); a full fine-tune's weights are complete.
@@ -414,7 +417,8 @@ _LM_IGNORED = {
     "lora_scaling",
 }
 PERSONAPLEX_MODEL_TYPE = "personaplex"  # config.json's model_type, as NVIDIA's repository writes it
-SUPPORTED_MODEL_TYPES = ("moshi", PERSONAPLEX_MODEL_TYPE)
+STT_MODEL_TYPE = "stt"  # Kyutai's speech-to-text (model.stt): no depth transformer
+SUPPORTED_MODEL_TYPES = ("moshi", PERSONAPLEX_MODEL_TYPE, STT_MODEL_TYPE)
 # PersonaPlex (model.persona): Moshi 7B whose depth transformer also predicts the user's codebooks.
 # NVIDIA's config.json holds no LM keys, so its model_type says dep_q.
 _MODEL_TYPE_DEFAULTS = {PERSONAPLEX_MODEL_TYPE: {"dep_q": 16}}
@@ -435,8 +439,27 @@ def _check_model_type(model_type: Any) -> None:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(
             f"model_type {model_type!r} is not supported: this app runs Moshi dialogue "
-            f"models ({', '.join(SUPPORTED_MODEL_TYPES)}), such as kyutai/moshiko-pytorch-bf16"
+            f"models ({', '.join(SUPPORTED_MODEL_TYPES)}), such as kyutai/moshiko-pytorch-bf16, "
+            "and Kyutai's speech-to-text"
         )
+
+
+@dataclass(frozen=True)
+class SttConfig:
+    """Speech-to-text's stt_config: how long the text follows the audio, and the silence the
+    model was trained to hear before the audio (Kyutai's defaults where a key is left out)."""
+
+    audio_delay_seconds: float = 5.0
+    audio_silence_prefix_seconds: float = 1.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SttConfig:
+        values = {}
+        for key in ("audio_delay_seconds", "audio_silence_prefix_seconds"):
+            if key in raw:
+                _check_number(f"stt_config.{key}", raw[key], zero=True)
+                values[key] = float(raw[key])
+        return cls(**values)
 
 
 @dataclass
@@ -454,6 +477,7 @@ class CheckpointConfig:
     quantize: bool = False  # a q8 checkpoint: int8 linear weights with float32 scales
     format: str = "kyutai"  # the layout of the files: Kyutai's, or "transformers" (model.hf_config)
     mimi: MimiConfig | None = None  # Mimi's config where config.json holds it (transformers)
+    stt: SttConfig | None = None  # speech-to-text's stt_config
 
     def __post_init__(self) -> None:
         names = ["moshi_name", "mimi_name", "tokenizer_name"]
@@ -468,6 +492,12 @@ class CheckpointConfig:
             if key in self.lm_gen_config:
                 check(f"lm_gen_config.{key}", self.lm_gen_config[key])
         _check_bool("quantize", self.quantize)
+        if (self.model_type == STT_MODEL_TYPE) != (self.lm.dep_q == 0):
+            raise _bad(
+                "dep_q",
+                self.lm.dep_q,
+                'must be 0 for speech-to-text (model_type "stt"), and only then',
+            )
 
     @property
     def file_names(self) -> dict[str, str]:
@@ -492,7 +522,12 @@ class CheckpointConfig:
             _check_model_type(model_type)  # first: another kind of model has other keys
             lm_gen_config = raw.pop("lm_gen_config", None)
             quantize = raw.pop("quantize", None)
-            for key in ("lora_name", "model_id", "tts_config", "stt_config"):
+            stt = raw.pop("stt_config", None)
+            if model_type == STT_MODEL_TYPE:
+                stt = SttConfig.from_dict(_object("stt_config", {} if stt is None else stt))
+            elif stt:
+                raise ConfigError("key 'stt_config' is not supported by this app")
+            for key in ("lora_name", "model_id", "tts_config"):
                 if raw.pop(key, None):
                     raise ConfigError(f"key {key!r} is not supported by this app")
             for key, supported in _LM_FIXED.items():
@@ -510,6 +545,7 @@ class CheckpointConfig:
                 model_type=model_type,
                 lm_gen_config={} if lm_gen_config is None else lm_gen_config,
                 quantize=False if quantize is None else quantize,
+                stt=stt,
                 **files,
             )
 

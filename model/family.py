@@ -7,7 +7,8 @@ instead:
 
     config.json  model_type "hibiki"        Hibiki (Hibiki-Zero: kv_repeat or "rope_concat")
                  model_type "tts"           Kyutai TTS
-                 model_type "stt"           Kyutai STT (a later version of this app runs it)
+                 model_type "kyutai_speech_to_text"  Kyutai STT in the transformers format
+                                            (Kyutai's own layout runs: model.stt)
                  conditioners that need a retrieval server (reference encoders)   MoshiRAG
     weights      vision keys (image_prefix.*, cross_attention)                    MoshiVis
 
@@ -36,12 +37,18 @@ class Member:
     name: str  # as its authors call it
     what: str  # what it does, in a few words
     later: bool = False  # a later version of this app is to run it
+    instead: str = ""  # what this app runs in its place, where not INSTEAD
 
 
 HIBIKI = Member("Hibiki", "Kyutai's French-to-English speech translation model")
 HIBIKI_ZERO = Member("Hibiki-Zero", "Kyutai's speech translation model into English")
 TTS = Member("Kyutai TTS", "Kyutai's text-to-speech model")
-STT = Member("Kyutai STT", "Kyutai's streaming speech-to-text model", later=True)
+STT_TRANSFORMERS = Member(
+    "Kyutai STT in the transformers format",
+    "Kyutai's streaming speech-to-text model as transformers saves it",
+    instead="it runs Kyutai STT as Kyutai publishes it: `moshi-desktop transcribe AUDIO --model "
+    "kyutai/stt-2.6b-en` (or kyutai/stt-1b-en_fr)",
+)
 MOSHIRAG = Member("MoshiRAG", "a Moshi that looks up knowledge in a retrieval server")
 MOSHIVIS = Member("MoshiVis", "Kyutai's Moshi that talks about images")
 PERSONAPLEX = Member("PersonaPlex", "NVIDIA's Moshi steered by voice and role prompts")
@@ -55,8 +62,7 @@ INSTEAD = (
 _BY_MODEL_TYPE = {
     "hibiki": HIBIKI,
     "tts": TTS,
-    "stt": STT,
-    "kyutai_speech_to_text": STT,  # its transformers format (kyutai/stt-2.6b-en-trfs)
+    "kyutai_speech_to_text": STT_TRANSFORMERS,  # kyutai/stt-2.6b-en-trfs (Kyutai's layout runs)
 }
 
 # A conditioner that encodes reference text for the LM (MoshiRAG's "reference_with_time", an
@@ -69,7 +75,8 @@ _DEPTH_SLICE = re.compile(r"^(?:depformer_in|linears)\.(\d+)\.")  # one per gene
 def refusal(member: Member, evidence: str) -> str:
     """The line that refuses `member` (it follows "<file>: "); `evidence` says how it was told."""
     runs = "does not run yet" if member.later else "does not run"
-    return f"this is {member.name}, {member.what} ({evidence}), which this app {runs}: {INSTEAD}"
+    instead = member.instead or INSTEAD
+    return f"this is {member.name}, {member.what} ({evidence}), which this app {runs}: {instead}"
 
 
 def config_member(raw: Any) -> tuple[Member, str] | None:

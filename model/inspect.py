@@ -245,9 +245,8 @@ def describe_model(files: ModelFiles) -> str:
     cfg = files.config.lm
     if files.config.model_type == PERSONAPLEX_MODEL_TYPE:
         voices = voice_names(files.folder)
-        member = (
-            f"PersonaPlex (a voice and a persona; {len(voices)} packaged voices"
-            + (f": {', '.join(voices)})" if voices else ", none on this machine yet)")
+        member = f"PersonaPlex (a voice and a persona; {len(voices)} packaged voices" + (
+            f": {', '.join(voices)})" if voices else ", none on this machine yet)"
         )
         if cfg.dim != 4096:
             member += f" of dim {cfg.dim} and {cfg.num_layers} layers"

@@ -2,7 +2,8 @@
 
 Per frame, the temporal transformer reads 1 + n_q tokens (text, Moshi's dep_q codebooks, the user's
 codebooks), each embedded and summed, and runs one causal step (ring KV cache of `context` steps).
-Its normed output gives the text logits. The depth transformer then generates Moshi's dep_q audio
+Its normed output gives the text logits (and, for speech-to-text, which has no depth transformer
+(dep_q = 0), the voice-activity heads' logits). The depth transformer then generates Moshi's dep_q audio
 codebooks one after another: step k sees the temporal output through its own input projection,
 plus the embedding of the token chosen just before (the text token for k = 0, codebook k - 1
 after), and its output through head k gives codebook k's logits.
@@ -49,6 +50,13 @@ class LM(nn.Module):
         self.out_norm = RMSNorm(cfg.dim)
         self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
 
+        # Speech-to-text's voice-activity heads (none for Moshi): softmax(head(hidden)).
+        self.extra_heads = nn.ModuleList(
+            nn.Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
+            for _ in range(cfg.extra_heads_num_heads)
+        )
+        if cfg.dep_q == 0:  # speech-to-text: no depth transformer
+            return
         num_in = cfg.dep_q if cfg.depformer_multi_linear else 1
         self.depformer_in = nn.ModuleList(
             nn.Linear(cfg.dim, cfg.depformer_dim, bias=False) for _ in range(num_in)

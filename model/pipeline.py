@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from .checkpoint import load_lm, load_mimi
-from .config import FRAME_SIZE
+from .config import FRAME_SIZE, STT_MODEL_TYPE
 from .cpu import speed_up
-from .files import ModelFiles, resolve_folder
+from .files import CheckpointError, ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
@@ -165,6 +165,12 @@ class Pipeline:
         bfloat16. Mimi always runs in float32.
         """
         files = source if isinstance(source, ModelFiles) else resolve_folder(source)
+        if files.config.model_type == STT_MODEL_TYPE:
+            raise CheckpointError(
+                f"{files.folder} holds Kyutai's speech-to-text, which does not talk: transcribe "
+                "audio with it (`moshi-desktop transcribe AUDIO --model ...`) and talk with a "
+                "Moshi, such as kyutai/moshiko-pytorch-bf16"
+            )
         dev = resolve_device(device)
         # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
         mimi = speed_up(load_mimi(files, dev))

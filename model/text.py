@@ -142,6 +142,10 @@ class TextTokenizer(_Vocabulary):
         """The piece string of ``token_id``, e.g. '▁hello' or '<0xE2>'."""
         return self._sp.id_to_piece(token_id)
 
+    def eos_id(self) -> int:
+        """The end-of-sequence piece's id (-1 where there is none)."""
+        return self._sp.eos_id()
+
     def is_control(self, token_id: int) -> bool:
         """Whether ``token_id`` is a control piece (BOS, EOS, PAD): it never decodes to text."""
         return self.is_piece_id(token_id) and self._sp.is_control(token_id)

@@ -359,3 +359,84 @@ def write_tiny_personaplex(folder: str | Path, *, seed: int = 0, vocab_size: int
     mimi_state = fuse_attention(mimi_state)
     save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
     return folder
+
+
+# A speech-to-text model (model.stt) of Kyutai STT's layout with small sizes: no depth transformer,
+# all 32 of Mimi's codebooks in, all delays 0, the voice-activity heads; Mimi with 32 codebooks.
+TINY_STT_LM = dict(
+    TINY_LM,  # its depformer keys too, as Kyutai STT's config.json has them (with dep_q 0)
+    dim=64,
+    num_heads=4,
+    n_q=32,
+    dep_q=0,
+    card=256,
+    context=40,
+    max_period=100000,
+    delays=[0] * 33,
+    extra_heads_num_heads=4,
+    extra_heads_dim=6,
+)
+TINY_STT_MIMI = json.loads(json.dumps(TINY_MIMI))
+TINY_STT_MIMI["quantizer"].update(n_q=32, bins=256)
+TINY_STT_MIMI["seanet"]["n_filters"] = 8
+STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # Kyutai STT's file names
+STT_TOKENIZER_NAME = "tokenizer_en_fr_audio_8000.model"
+
+
+def write_tiny_stt(
+    folder: str | Path,
+    *,
+    audio_delay_seconds: float = 0.5,
+    audio_silence_prefix_seconds: float = 0.0,
+    seed: int = 0,
+    vocab_size: int = 200,
+) -> Path:
+    """A tiny Kyutai STT in Kyutai's layout, deterministic in `seed`: config.json with
+    model_type "stt", stt_config, lm_gen_config and its own Mimi and tokenizer file names; the LM
+    in float32 (fused attention keys); Mimi's weights and config (32 codebooks).
+
+    The weights make every stage carry information: the text head's logits spread over many
+    units (no near ties), Mimi's convs He-scaled and its codebooks N(0, 1), so each codebook's
+    codes vary with the audio."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(folder / STT_TOKENIZER_NAME, vocab_size)
+    config = dict(
+        TINY_STT_LM,
+        text_card=vocab_size,
+        model_type="stt",
+        stt_config={
+            "audio_delay_seconds": audio_delay_seconds,
+            "audio_silence_prefix_seconds": audio_silence_prefix_seconds,
+        },
+        lm_gen_config={"temp": 0.0, "temp_text": 0.0, "top_k": 250, "top_k_text": 50},
+        mimi_name=STT_MIMI_NAME,
+        tokenizer_name=STT_TOKENIZER_NAME,
+        mimi_config_name=MIMI_CONFIG_NAME,
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / MIMI_CONFIG_NAME).write_text(json.dumps(TINY_STT_MIMI, indent=2))
+    lm_config = CheckpointConfig.from_dict(config).lm
+    g = torch.Generator().manual_seed(seed)
+    state = random_lm_state(lm_config, seed)
+    for key, value in state.items():
+        if key == "text_linear.weight" or key.startswith("extra_heads."):
+            value.mul_(60)  # logits spread over tens of units: no near ties
+    save_file(
+        {k: v.contiguous() for k, v in fuse_attention(state).items()}, str(folder / MOSHI_NAME)
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mimi_state = Mimi(MimiConfig.from_dict(TINY_STT_MIMI)).state_dict()
+    for key, value in mimi_state.items():
+        if key.endswith("_codebook.embedding_sum"):
+            value.copy_(torch.randn(value.shape, generator=g))
+        elif key.endswith("_codebook.cluster_usage"):
+            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+        elif key.endswith(("layer_scale_1.scale", "layer_scale_2.scale")):
+            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+        elif key.endswith(("conv.weight", "convtr.weight")):
+            value.mul_(6**0.5)
+    mimi_state = fuse_attention(mimi_state)
+    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / STT_MIMI_NAME))
+    return folder

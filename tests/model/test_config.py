@@ -32,7 +32,7 @@ def test_lm_config_reads_the_originals_7b_kwargs():
     ("model_type", "said"),
     [
         ("hibiki", "this is Hibiki, "),  # the family's members are named: test_family.py
-        ("stt", "this is Kyutai STT, "),
+        ("kyutai_speech_to_text", "this is Kyutai STT in the transformers format, "),
         ("tts", "this is Kyutai TTS, "),
         ("other", "model_type 'other' is not supported"),
     ],
@@ -40,7 +40,10 @@ def test_lm_config_reads_the_originals_7b_kwargs():
 def test_other_model_types_are_refused_with_what_is_supported(model_type, said):
     with pytest.raises(ConfigError) as err:
         CheckpointConfig.from_dict({"model_type": model_type})
-    assert said in str(err.value) and "runs Moshi dialogue models" in str(err.value)
+    assert said in str(err.value)
+    assert "runs Moshi dialogue models" in str(err.value) or "moshi-desktop transcribe" in str(
+        err.value
+    )
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ CONFIGS = {
         "model_type",
     ),
     "tts-1.6b-en_fr.json": ("kyutai/tts-1.6b-en_fr", "Kyutai TTS", "model_type"),
-    "stt-1b-en_fr.json": ("kyutai/stt-1b-en_fr", "Kyutai STT", "model_type"),
     "moshirag.json": ("kyutai/moshirag-example", "MoshiRAG", "retrieval server"),
 }
 PERSONAPLEX_CONFIG = "personaplex-7b-v1.json"  # recorded too; PersonaPlex runs (model.persona)
@@ -129,8 +128,8 @@ def test_moshi_and_other_conditioners_are_left_to_the_config_checks():
 def test_the_config_checks_name_the_member_too():
     with pytest.raises(ConfigError, match="^this is Kyutai TTS, "):
         CheckpointConfig(model_type="tts")
-    with pytest.raises(ConfigError, match="^config.json: this is Kyutai STT, .* does not run yet"):
-        CheckpointConfig.from_dict({"model_type": "stt"})
+    with pytest.raises(ConfigError, match="^config.json: this is Kyutai STT in the transformers"):
+        CheckpointConfig.from_dict({"model_type": "kyutai_speech_to_text"})
     with pytest.raises(ConfigError, match="model_type 'other' is not supported"):
         CheckpointConfig.from_dict({"model_type": "other"})
 
@@ -205,3 +204,18 @@ def test_a_cached_moshivis_is_refused_offline_from_the_cached_header(fake_hub, t
     shutil.rmtree(tmp_path / "vis")
     with pytest.raises(CheckpointError, match="this is MoshiVis"):
         locate_model(repo, offline=True)
+
+
+def test_kyutai_stt_as_published_is_read_as_speech_to_text():
+    """kyutai/stt-1b-en_fr's config.json (recorded): no depth transformer, 32 codebooks in, the
+    voice-activity heads, its delay and silence prefix; it runs (model.stt)."""
+    from model.config import STT_MODEL_TYPE, SttConfig
+
+    config = CheckpointConfig.from_dict(json.loads((DATA / "stt-1b-en_fr.json").read_text()))
+    assert config.model_type == STT_MODEL_TYPE
+    assert (config.lm.dep_q, config.lm.n_q, config.lm.text_card) == (0, 32, 8000)
+    assert (config.lm.extra_heads_num_heads, config.lm.extra_heads_dim) == (4, 6)
+    assert config.stt == SttConfig(audio_delay_seconds=0.5, audio_silence_prefix_seconds=0.0)
+    assert config.mimi_name == "mimi-pytorch-e351c8d8@125.safetensors"
+    with pytest.raises(ConfigError, match="dep_q = 8 must be 0 for speech-to-text"):
+        CheckpointConfig.from_dict({"model_type": "stt", "dep_q": 8})

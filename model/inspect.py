@@ -24,7 +24,7 @@ from torch import nn
 
 from . import hf_layout
 from .checkpoint import adapt_state_dict, torch_dtype
-from .config import PERSONAPLEX_MODEL_TYPE
+from .config import PERSONAPLEX_MODEL_TYPE, STT_MODEL_TYPE
 from .files import (
     FAIL,
     OK,
@@ -250,6 +250,12 @@ def describe_model(files: ModelFiles) -> str:
         )
         if cfg.dim != 4096:
             member += f" of dim {cfg.dim} and {cfg.num_layers} layers"
+    elif files.config.model_type == STT_MODEL_TYPE:
+        stt = files.config.stt
+        member = (
+            f"Kyutai speech-to-text of dim {cfg.dim} and {cfg.num_layers} layers (text "
+            f"{stt.audio_delay_seconds:g} s behind the audio; `moshi-desktop transcribe`)"
+        )
     elif (cfg.dim, cfg.num_layers, cfg.dep_q) == (4096, 32, 8):
         member = "Moshi 7B (Moshiko / Moshika architecture)"
     else:

@@ -83,3 +83,18 @@ def test_clear_errors(stt, tiny_checkpoint, tmp_path, capsys):
     assert "is not a speech-to-text model" in capsys.readouterr().err
     assert main(["transcribe", str(tmp_path / "none.wav"), "--model", str(stt)]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_repository_is_downloaded_with_its_own_mimi_and_tokenizer(fake_hub, stt, tmp_path):
+    from model.inspect import describe_model
+
+    fake_hub.repos["kyutai/stt-tiny"] = stt
+    soundfile.write(tmp_path / "in.wav", _voice(0.5, 24000), 24000)
+    out = tmp_path / "out.txt"
+    argv = ["transcribe", str(tmp_path / "in.wav"), "--model", "kyutai/stt-tiny", "--device", "cpu"]
+    assert main([*argv, "--output", str(out)]) == 0
+    fetched = {name for _, name, *_ in fake_hub.requests}
+    assert {"mimi-pytorch-e351c8d8@125.safetensors", "tokenizer_en_fr_audio_8000.model"} <= fetched
+    assert describe_model(resolve_folder(stt)).startswith(
+        "Kyutai speech-to-text of dim 64 and 2 layers (text 0.5 s behind the audio"
+    )

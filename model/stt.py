@@ -17,7 +17,8 @@ tokens that bound them (`timed_words`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,44 @@ class Transcriber:
 
         return frames(), prefix + count + suffix, prefix
 
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        on_step: Callable[[int, int, Step], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Transcript | None:
+        """A whole recording [T] (24 kHz) from a fresh state: its text, its words with their
+        times and the end-of-turn probability of each of its frames. `on_step(index, count,
+        step)` is told of each step as it is taken (progress, words as they come); a set
+        `cancel` stops it between steps (None is returned)."""
+        self.reset()
+        frames, count, prefix = self.frames_of(audio)
+        tokens, end_of_turn = [], []
+        for index, frame in enumerate(frames):
+            if cancel is not None and cancel.is_set():
+                return None
+            step = self.step(frame)
+            tokens.append(step.token)
+            if step.end_of_turn is not None:
+                end_of_turn.append(step.end_of_turn)
+            if on_step is not None:
+                on_step(index, count, step)
+        cfg = self.lm.cfg
+        pad = cfg.existing_text_padding_id
+        heard_from = prefix + math.ceil(self.stt_config.audio_delay_seconds / FRAME_SECONDS)
+        return Transcript(
+            text=self.tokenizer.decode([t for t in tokens if t > pad]).strip(),
+            words=timed_words(
+                tokens,
+                self.tokenizer,
+                padding_id=pad,
+                end_of_padding_id=cfg.existing_text_end_padding_id,
+                offset_seconds=self.offset_seconds,
+            ),
+            end_of_turn=end_of_turn[heard_from:],  # from the step that has heard frame 0
+            tokens=tokens,
+        )
+
     @property
     def offset_seconds(self) -> float:
         """What to take off a step's time to get the audio's: the prefix, then the delay (as
@@ -179,6 +218,14 @@ class Word:
     text: str
     start: float  # seconds into the audio
     end: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word]
+    end_of_turn: list[float]  # per 80 ms frame of the audio; empty without the heads
+    tokens: list[int]  # every step's text token
 
 
 def timed_words(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.files import CheckpointError
-    from model.stt import Transcriber, timed_words
+    from model.stt import Transcriber
 
     for path in args.output:
         if path.suffix.lower() not in FORMATS:
@@ -80,52 +79,39 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load the model on {args.device}: {e}") from e
 
     tokenizer, cfg = transcriber.tokenizer, transcriber.lm.cfg
-    frames, count, prefix = transcriber.frames_of(audio)
-    tokens, end_of_turn, trace = [], [], []
-    printed = False
-    bar = tqdm(total=count, desc="transcribing", unit="frame", file=sys.stderr, disable=None,
+    trace: list[dict] = []
+    printed = [False]
+    bar = tqdm(total=1, desc="transcribing", unit="frame", file=sys.stderr, disable=None,
                leave=False)  # fmt: skip
-    for index, frame in enumerate(frames):
-        step = transcriber.step(frame)
-        tokens.append(step.token)
-        time = index * FRAME_SECONDS
+
+    def on_step(index: int, count: int, step) -> None:
+        bar.total = count
+        line = {"step": index, "time": round(index * FRAME_SECONDS, 2), "text_token": step.token}
         if step.end_of_turn is not None:
-            end_of_turn.append(step.end_of_turn)
-        if args.trace:
-            trace.append({"step": index, "time": round(time, 2), "text_token": step.token}
-                         | ({"end_of_turn": round(step.end_of_turn, 4)}
-                            if step.end_of_turn is not None else {}))  # fmt: skip
+            line["end_of_turn"] = round(step.end_of_turn, 4)
+        trace.append(line)
         if step.token > cfg.existing_text_padding_id and tokenizer.is_piece_id(step.token):
             bar.clear()
             print(tokenizer.id_to_piece(step.token).replace("▁", " "), end="", flush=True)
-            printed = True
+            printed[0] = True
         bar.update()
+
+    transcript = transcriber.transcribe(audio, on_step)
     bar.close()
-    if printed:
+    if printed[0]:
         print()
     transcriber.close()
-
-    words = timed_words(
-        tokens,
-        tokenizer,
-        padding_id=cfg.existing_text_padding_id,
-        end_of_padding_id=cfg.existing_text_end_padding_id,
-        offset_seconds=transcriber.offset_seconds,
-    )
-    text = tokenizer.decode([t for t in tokens if t > cfg.existing_text_padding_id]).strip()
-    delay = transcriber.stt_config.audio_delay_seconds
+    assert transcript is not None
     result = {
         "audio": str(args.audio),
         "model": str(args.model),
         "duration": round(len(audio) / 24000, 3),
-        "text": text,
+        "text": transcript.text,
         "words": [
-            {"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in words
-        ],  # fmt: skip
-        # per frame of the audio (80 ms), from the step that has heard it (the model's delay on)
-        "end_of_turn": [
-            round(p, 4) for p in end_of_turn[prefix + math.ceil(delay / FRAME_SECONDS) :]
+            {"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+            for w in transcript.words
         ],
+        "end_of_turn": [round(p, 4) for p in transcript.end_of_turn],  # per 80 ms of the audio
     }
     for path in args.output:
         write_text(path, _render(path.suffix.lower(), result))

@@ -33,6 +33,8 @@ from .config import PERSONAPLEX_MODEL_TYPE
 from .files import SAFETENSORS_DTYPES, CheckpointError, ModelFiles, read_header
 from .hf_config import is_index
 from .hf_layout import ShardedWeights, WeightsReader
+from .int4 import SCALES_SUFFIX as INT4_SCALES
+from .int4 import Int4Linear, int4_linear_names, int4_linears
 from .lm import LM
 from .lora import LoraMerged
 from .mimi import Mimi
@@ -227,7 +229,7 @@ class _StateDict:
 
 def _load_plan(
     module: nn.Module, header: dict[str, tuple[torch.Size, torch.dtype]]
-) -> tuple[dict[str, _Piece], set[str]]:
+) -> tuple[dict[str, _Piece], set[str], dict[str, Int4Linear]]:
     """The plan for loading `header`'s tensors into `module`, and the names of its int8 weights.
 
     int8 weights come with float32 per-row scales under `<key>_scb` (Kyutai's q8 files), in
@@ -235,11 +237,15 @@ def _load_plan(
     weight; a float weight may load into an `Int8Linear`, quantized.
     """
     int8 = {f"{name}.weight" for name in int8_linear_names(module)}
+    int4 = {f"{name}.weight": m for name, m in int4_linear_names(module).items()}
     expected = {
         k: v.shape
         for k, v in module.state_dict().items()
         if not (k.endswith(SCALE_SUFFIX) and k.removesuffix(SCALE_SUFFIX) in int8)
+        and not (k.endswith(INT4_SCALES) and k.removesuffix(INT4_SCALES) in int4)
     }
+    for key, linear in int4.items():  # quantized from the float weight as it loads
+        expected[key] = torch.Size((linear.out_features, linear.in_features))
     scales = {
         k for k in header if k.endswith(SCALE_SUFFIX) and k.removesuffix(SCALE_SUFFIX) in header
     }
@@ -259,7 +265,7 @@ def _load_plan(
     shapes = {k: shape for k, (shape, _) in header.items() if k not in scales}
     plan = _plan(shapes, expected, problems)
     _raise_problems(problems)
-    return plan, int8
+    return plan, int8, int4
 
 
 def _place(
@@ -281,8 +287,15 @@ def _convert(
     dtype: torch.dtype | None,
     device: torch.device | None,
     copy: bool,
+    int4: Int4Linear | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One of the module's tensors (two for an Int8Linear's weight), from what the file holds."""
+    """One of the module's tensors (two for an Int8Linear's or Int4Linear's weight), from what
+    the file holds."""
+    if int4 is not None:
+        if scale is not None:
+            weight = dequantize_weight(weight.to(device), scale.to(device))
+        packed = int4.pack(weight.to(device))
+        return {name: packed["weight"], name + INT4_SCALES: packed["weight_sz"]}
     if int8:
         if scale is None:  # a float weight, quantized here (on the target device: fast on a GPU)
             q, scb = quantize_weight(weight.to(device))
@@ -324,7 +337,7 @@ def load_weights(
     else:
         reader, name = source, getattr(source, "name", "the weights")
     try:
-        plan, int8 = _load_plan(module, reader.header)
+        plan, int8, int4 = _load_plan(module, reader.header)
     except CheckpointError as e:
         raise CheckpointError(f"{name} does not fit the model: {e}") from None
 
@@ -347,6 +360,7 @@ def load_weights(
                     dtype=dtype,
                     device=device,
                     copy=copy,
+                    int4=int4.get(target),
                 )
             )
         del weight, scale  # the file's pages for this tensor are released here
@@ -405,12 +419,15 @@ def load_lm(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     quantize: bool | None = None,
+    int4: bool = False,
 ) -> LM:
     """The LM on `device`, built on the meta device and filled tensor by tensor, so its weights
     are held once: peak host memory is about the model at `dtype` when loading to the CPU, and
     about one tensor when loading to a GPU.
 
     `dtype` is the run dtype of the floats (embeddings, norms, activations; float linears too).
+    `int4`: the temporal and depth transformers' linears become group-wise int4 (`model.int4`),
+    quantized as they load (a ValueError where the device has no int4 kernel).
     `quantize`: True gives int8 weight-only linears (`Int8Linear`), quantizing a float checkpoint
     while loading; False gives float linears, dequantizing a q8 checkpoint; None (the default)
     follows the checkpoint: int8 for a q8 one (config.json `"quantize": true`).
@@ -421,6 +438,8 @@ def load_lm(
         quantize = files.config.quantize
     with torch.device("meta"):
         lm = LM(files.config.lm)
+        if int4:  # the transformers' linears; the rest as `quantize` says
+            int4_linears(lm, torch.device(device), dtype)
     if quantize:
         quantize_linears(lm, activation_dtype=dtype)
     reader = lm_reader(files)

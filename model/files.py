@@ -34,7 +34,8 @@ from .hf_config import is_transformers_config
 
 # Where the model runs and at which dtype: the choices of --device, --dtype and the settings.
 DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: CUDA, then MPS, then the CPU
-DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")  # int8: int8 weight-only linears
+# int8, int4: weight-only linears (model/quant.py, model/int4.py)
+DTYPES = ("auto", "bfloat16", "float16", "float32", "int8", "int4")
 
 # The outcome of one check, as `doctor`, `self-test` and `model.inspect` report it.
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"

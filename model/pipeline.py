@@ -36,6 +36,7 @@ from .text import IncrementalDetokenizer, TextTokenizer, open_tokenizer
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 INT8 = "int8"  # int8 weight-only linears (model/quant.py), floats at the default run dtype
+INT4 = "int4"  # int4 weight-only transformer linears (model/int4.py), the rest as for int8
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -58,10 +59,12 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """The LM's run dtype (its activations, embeddings and norms): bf16 on a GPU, fp32 on the CPU
     unless asked otherwise. "int8" (int8 weight-only linears, see `wants_int8`) runs at that same
     default: bf16 on a GPU, fp32 on the CPU."""
-    if name is None or name in ("auto", INT8):
+    if name is None or name in ("auto", INT8, INT4):
         return torch.float32 if device.type == "cpu" else torch.bfloat16
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join([*DTYPES, INT8])})")
+        raise ValueError(
+            f"unknown dtype {name!r} (expected one of {', '.join([*DTYPES, INT8, INT4])})"
+        )
     return DTYPES[name]
 
 
@@ -174,7 +177,15 @@ class Pipeline:
         dev = resolve_device(device)
         # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
         mimi = speed_up(load_mimi(files, dev))
-        lm = speed_up(load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype)))
+        lm = speed_up(
+            load_lm(
+                files,
+                dev,
+                resolve_dtype(dtype, dev),
+                quantize=wants_int8(dtype),
+                int4=dtype == INT4,
+            )
+        )
         return cls(
             mimi,
             lm,

@@ -75,7 +75,7 @@ def load_files(
         return Pipeline.load(
             files, device, dtype, sampling=sampling, seed=seed, cuda_graphs=cuda_graphs
         )
-    except (CheckpointError, ConfigError, TokenizerError) as e:
+    except (CheckpointError, ConfigError, TokenizerError, ValueError) as e:
         raise UserError(f"cannot load the model: {e}") from e
     except RuntimeError as e:  # no such device, out of memory while loading
         raise UserError(f"cannot load the model on {device}: {e}") from e

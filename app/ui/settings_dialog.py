@@ -82,7 +82,8 @@ DTYPE_CHOICES = {
     "bfloat16": "bfloat16",
     "float16": "float16",
     "float32": "float32 (most memory)",
-    "int8": "int8 (weights quantized: least memory)",
+    "int8": "int8 (weights quantized: half the memory of bfloat16)",
+    "int4": "int4 (transformer weights in 4 bits: least memory, for 8 GB GPUs)",
 }
 
 SAMPLING_KEYS = (Key.TEXT_TEMPERATURE, Key.AUDIO_TEMPERATURE, Key.TEXT_TOP_K, Key.AUDIO_TOP_K)

@@ -119,3 +119,65 @@ def _int8_kernel_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.is_contiguous()
         and weight.data_ptr() % 64 == 0
     )
+
+
+# --- int4 weight-only products (model/int4.py) ------------------------------------------------
+# torch's group-wise int4 kernels take the weight packed in a layout of their own, per device:
+# on the CPU `_convert_weight_to_int4pack_for_cpu` (uint8 [out, in / 2]); on CUDA
+# `_convert_weight_to_int4pack` (int32 tiles, `INT4_CUDA_TILES` inner k-tiles), run in bfloat16.
+# There is no public road: where no kernel exists, int4 is refused (`int4_problem`).
+INT4_CUDA_TILES = 8
+
+
+def int4_problem(device: torch.device, in_features: int = 0) -> str:
+    """Why int4 linears cannot run on `device` ("" where they can)."""
+    aten = torch.ops.aten
+    if device.type == "cpu":
+        if not hasattr(aten, "_weight_int4pack_mm_for_cpu"):
+            return f"this PyTorch ({torch.__version__}) has no int4 kernel for the CPU"
+        return ""
+    if device.type == "cuda":
+        if not hasattr(aten, "_weight_int4pack_mm"):
+            return f"this PyTorch ({torch.__version__}) has no int4 kernel for CUDA"
+        if torch.cuda.get_device_capability(device) < (8, 0):
+            return "int4 needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere on)"
+        return ""
+    return f"PyTorch has no int4 kernel for {device.type} (int4 runs on CUDA GPUs and the CPU)"
+
+
+def int4_fits(out_features: int, in_features: int, device: torch.device) -> bool:
+    """Whether `device`'s int4 kernel takes a weight of this shape."""
+    if device.type == "cuda":
+        return out_features % 8 == 0 and in_features % (INT4_CUDA_TILES * 16) == 0
+    return in_features % 2 == 0
+
+
+def int4_packed(out_features: int, in_features: int, device: torch.device):
+    """(shape, dtype) of a weight packed for `device`'s int4 kernel."""
+    if device.type == "cuda":
+        tiles = INT4_CUDA_TILES
+        return (out_features // 8, in_features // (tiles * 16), 32, tiles // 2), torch.int32
+    return (out_features, in_features // 2), torch.uint8
+
+
+def int4_pack(codes: torch.Tensor) -> torch.Tensor:
+    """codes [out, in] int32 in 0..15 (on the target device) -> the kernel's packed weight."""
+    if codes.device.type == "cuda":
+        pairs = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)  # [out, in / 2]
+        return torch.ops.aten._convert_weight_to_int4pack(pairs, INT4_CUDA_TILES)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.contiguous(), 1)
+
+
+def int4_times(
+    x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_zeros: torch.Tensor
+) -> torch.Tensor:
+    """x [..., in] @ W.T for the packed int4 weight W (scales and zeros [in / group, out, 2]),
+    computed in bfloat16 by the device's kernel and returned in x's dtype."""
+    out_features = scales_zeros.shape[1]
+    x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+    sz = scales_zeros.to(torch.bfloat16)
+    if x.device.type == "cuda":
+        y = torch.ops.aten._weight_int4pack_mm(x2, packed, group_size, sz)
+    else:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, packed, group_size, sz)
+    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)

@@ -229,7 +229,7 @@ def test_temperatures_out_of_range_read_as_the_default(ini: Path, raw: str, expe
         ("model_revision", "two words"),
         ("offline", "yes"),
         ("compute_device", "tpu"),
-        ("dtype", "int4"),
+        ("dtype", "int2"),
         ("input_device", ""),
         ("half_duplex", None),
         ("voice", "relative/voice.wav"),

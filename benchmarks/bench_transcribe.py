@@ -9,7 +9,8 @@ the real-time factor (p50 / 80 ms: below 1 keeps up with the audio) and the peak
 (ru_maxrss, with the checkpoint's writing).
 
     python benchmarks/bench_transcribe.py [--shapes 1b 2.6b] [--dtype float32|int8|bfloat16]
-                                          [--threads N] [--frames 50] [--json]
+                                          [--device cpu|cuda] [--threads N] [--frames 50]
+                                          [--json]
 """
 
 from __future__ import annotations
@@ -54,24 +55,31 @@ def write(shape: str, folder: Path) -> Path:
     return folder
 
 
-def measure(shape: str, dtype: str, frames: int, warmup: int) -> dict:
+def measure(shape: str, dtype: str, frames: int, warmup: int, device: str = "cpu") -> dict:
     from model.files import resolve_folder
     from model.stt import Transcriber
 
     with tempfile.TemporaryDirectory(prefix="moshi-stt-bench-") as tmp:
         print(f"writing a random {shape} speech-to-text model ...", file=sys.stderr)
         folder = write(shape, Path(tmp))
-        transcriber = Transcriber.load(resolve_folder(folder), "cpu", dtype)
+        transcriber = Transcriber.load(resolve_folder(folder), device, dtype)
+        dev = transcriber.device
+
+        def now() -> float:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            return time.perf_counter()
+
         audio = synthetic_input(warmup + frames)
         encode, step = [], []
         mimi, model = transcriber.mimi, transcriber.model
         with torch.inference_mode():
             for i, frame in enumerate(audio):
-                t0 = time.perf_counter()
-                codes = mimi.encode(torch.from_numpy(frame).reshape(1, 1, -1))
-                t1 = time.perf_counter()
+                t0 = now()
+                codes = mimi.encode(torch.from_numpy(frame).reshape(1, 1, -1).to(dev))
+                t1 = now()
                 model.step(codes[:, :, 0])
-                t2 = time.perf_counter()
+                t2 = now()
                 if i >= warmup:
                     encode.append(1000 * (t1 - t0))
                     step.append(1000 * (t2 - t1))
@@ -81,6 +89,7 @@ def measure(shape: str, dtype: str, frames: int, warmup: int) -> dict:
     return {
         "shape": shape,
         "dtype": dtype,
+        "device": str(dev),
         "lm_parameters": params,
         "threads": torch.get_num_threads(),
         "encode_ms_p50": float(np.median(encode)),
@@ -96,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=["1b"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int)
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
@@ -104,7 +114,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for shape in args.shapes:
-        r = measure(shape, args.dtype, args.frames, args.warmup)
+        r = measure(shape, args.dtype, args.frames, args.warmup, args.device)
         if args.json:
             print(json.dumps(r))
             continue

@@ -4,7 +4,12 @@ Everything a person touches lives here (CLI, realtime engine, audio I/O, Qt widg
 the model itself is the `model` package, which never imports this one.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# torch's OpenMP threads sleep while they wait instead of spinning (model/cpu/threads.py): read by
+# OpenMP once, when torch first starts its pool, so set before anything here imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     # pyproject.toml is the single source of truth; this reads it from the installed metadata.

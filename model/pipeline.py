@@ -19,6 +19,7 @@ import torch
 from .checkpoint import load_lm, load_mimi
 from .config import FRAME_SIZE, STT_MODEL_TYPE
 from .cpu import speed_up
+from .cpu.threads import ThreadPolicy
 from .files import CheckpointError, ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
@@ -105,11 +106,14 @@ class Pipeline:
         seed: int | None = None,
         files: ModelFiles | None = None,
         cuda_graphs: bool | None = None,
+        threads: int | None = None,
     ):
         """`cuda_graphs`: replay each stage of a frame as a CUDA graph (`model/graphs.py`);
-        None: on CUDA devices unless NO_CUDA_GRAPH=1."""
+        None: on CUDA devices unless NO_CUDA_GRAPH=1. `threads`: the CPU threads to compute
+        with; None follows the free cores (`model.cpu.threads`)."""
         self.mimi, self.lm, self.tokenizer, self.files = mimi, lm, tokenizer, files
         self.device = lm.device
+        self.thread_policy = ThreadPolicy(threads) if self.device.type == "cpu" else None
         if sampling is None:
             sampling = SamplingSettings.from_lm_gen_config(
                 files.config.lm_gen_config if files else {}
@@ -158,6 +162,7 @@ class Pipeline:
         sampling: SamplingSettings | None = None,
         seed: int | None = None,
         cuda_graphs: bool | None = None,
+        threads: int | None = None,
     ) -> Pipeline:
         """Load from a folder in Kyutai's layout, or files located by `model.hub.locate_model`.
 
@@ -194,6 +199,7 @@ class Pipeline:
             seed=seed,
             files=files,
             cuda_graphs=cuda_graphs,
+            threads=threads,
         )
 
     @property
@@ -330,4 +336,6 @@ class Pipeline:
         audio = self._decode(out[:, 1:moshi, None])  # [1, 1, 1920]
         pcm_out = audio[0, 0].float().cpu().numpy()
         ms["decode"] = 1000 * (time.perf_counter() - t2)
+        if self.thread_policy is not None:
+            self.thread_policy.step_done()
         return StepResult(self.detokenizer.push(tokens[0]), pcm_out, tokens[0], tokens[1:moshi], ms)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import FRAME_SECONDS, FRAME_SIZE, STT_MODEL_TYPE, SttConfig
+from .cpu.threads import ThreadPolicy
 from .files import CheckpointError, ModelFiles
 from .generate import SamplingSettings, sample
 from .lm import LM
@@ -102,8 +103,16 @@ class Transcriber:
     """Audio frames in, text tokens out: Mimi (all the codebooks the model reads) and the
     speech-to-text model, streaming."""
 
-    def __init__(self, mimi: Mimi, lm: LM, tokenizer, files: ModelFiles | None = None):
+    def __init__(
+        self,
+        mimi: Mimi,
+        lm: LM,
+        tokenizer,
+        files: ModelFiles | None = None,
+        threads: int | None = None,
+    ):
         self.mimi, self.lm, self.tokenizer, self.files = mimi, lm, tokenizer, files
+        self.thread_policy = ThreadPolicy(threads) if lm.device.type == "cpu" else None
         self.stt_config = (files.config.stt if files else None) or SttConfig()
         sampling = SamplingSettings.from_lm_gen_config(files.config.lm_gen_config if files else {})
         if sampling.text_temperature <= 0:
@@ -114,7 +123,13 @@ class Transcriber:
         start_streaming(self.model, 1)
 
     @classmethod
-    def load(cls, files: ModelFiles, device: str = "auto", dtype: str | None = None) -> Transcriber:
+    def load(
+        cls,
+        files: ModelFiles,
+        device: str = "auto",
+        dtype: str | None = None,
+        threads: int | None = None,
+    ) -> Transcriber:
         from .checkpoint import load_lm, load_mimi
         from .cpu import speed_up
         from .pipeline import resolve_device, resolve_dtype, wants_int8
@@ -127,8 +142,16 @@ class Transcriber:
             )
         dev = resolve_device(device)
         mimi = speed_up(load_mimi(files, dev))
-        lm = speed_up(load_lm(files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype)))
-        return cls(mimi, lm, open_tokenizer(files.tokenizer), files)
+        lm = speed_up(
+            load_lm(
+                files,
+                dev,
+                resolve_dtype(dtype, dev),
+                quantize=wants_int8(dtype),
+                int4=dtype == "int4",
+            )
+        )
+        return cls(mimi, lm, open_tokenizer(files.tokenizer), files, threads)
 
     def reset(self) -> None:
         reset_streaming(self.mimi)
@@ -144,6 +167,8 @@ class Transcriber:
         frame = torch.as_tensor(pcm, dtype=torch.float32).reshape(1, 1, FRAME_SIZE)
         codes = self.mimi.encode(frame.to(self.device))  # [1, n_q, 1]
         token, heads = self.model.step(codes[:, :, 0])
+        if self.thread_policy is not None:
+            self.thread_policy.step_done()
         end = None if heads is None else float(heads[0, END_OF_TURN_HEAD, 1])
         return Step(int(token[0]), end)
 

@@ -16,6 +16,9 @@ import threading
 from urllib.parse import unquote
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# A fixed thread count (model/cpu/threads.py follows OMP_NUM_THREADS where it is set): a run's
+# numbers do not depend on what else the machine is doing, so two runs can be compared exactly.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="moshi-desktop-tests-")
 os.environ["HF_HOME"] = os.path.join(_SESSION_HOME, "huggingface")

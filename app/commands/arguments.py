@@ -50,11 +50,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "Mimi always runs in float32",
     )
     parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="CPU threads to compute with (default: the free cores, followed while running: "
+        "fewer when other programs take the CPU)",
+    )
+    parser.add_argument(
         "--no-cuda-graphs",
         action="store_true",
         help="on a CUDA GPU, launch each step's kernels one by one instead of replaying CUDA "
         "graphs (slower; also NO_CUDA_GRAPH=1)",
     )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def add_lora_argument(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +200,7 @@ def load_pipeline(args: argparse.Namespace, sampling=None):
         sampling=sampling,
         seed=getattr(args, "seed", None),
         cuda_graphs=False if getattr(args, "no_cuda_graphs", False) else None,
+        threads=getattr(args, "threads", None),
     )
 
 

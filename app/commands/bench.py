@@ -126,9 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=int, default=10, help="frames run before timing (default 10)"
     )
     parser.add_argument(
-        "--threads", type=int, help="torch's CPU threads (default: torch's own choice)"
-    )
-    parser.add_argument(
         "--seed", type=int, default=0, help="sampling seed (default 0); the input is fixed"
     )
     parser.add_argument(

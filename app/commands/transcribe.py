@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     audio = read_audio(args.audio)
     files = locate(args)
     try:
-        transcriber = Transcriber.load(files, args.device, args.dtype)
+        transcriber = Transcriber.load(files, args.device, args.dtype, args.threads)
     except (CheckpointError, ValueError) as e:
         raise UserError(f"cannot load the model: {e}") from e
     except RuntimeError as e:

@@ -63,6 +63,7 @@ def load_files(
     sampling=None,
     seed: int | None = None,
     cuda_graphs: bool | None = None,
+    threads: int | None = None,
 ):
     """A pipeline from located model files; every failure to load is a UserError.
     `cuda_graphs`: None replays CUDA graphs on a CUDA device unless NO_CUDA_GRAPH=1."""
@@ -73,7 +74,13 @@ def load_files(
 
     try:
         return Pipeline.load(
-            files, device, dtype, sampling=sampling, seed=seed, cuda_graphs=cuda_graphs
+            files,
+            device,
+            dtype,
+            sampling=sampling,
+            seed=seed,
+            cuda_graphs=cuda_graphs,
+            threads=threads,
         )
     except (CheckpointError, ConfigError, TokenizerError, ValueError) as e:
         raise UserError(f"cannot load the model: {e}") from e

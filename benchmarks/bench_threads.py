@@ -127,11 +127,8 @@ def main() -> None:
     print(f"\ntalk, {args.seconds} s of input, small random checkpoint, {cores} cores ({cpu}):")
     for name, value in ratios.items():
         goal = goals.get(name)
-        verdict = (
-            ""
-            if goal is None
-            else (" (goal <= %.1f: %s)" % (goal, "met" if value <= goal * 1.02 else "NOT met"))
-        )
+        met = "" if goal is None else ("met" if value <= goal * 1.02 else "NOT met")
+        verdict = f" (goal <= {goal:.1f}: {met})" if goal is not None else ""
         print(f"  {name:42} {value:5.2f}x{verdict}")
 
 

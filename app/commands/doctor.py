@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,6 +311,14 @@ def _check_torch(section: Section) -> None:
         kernel = native.status()
         failed = kernel.startswith("unavailable")  # else built, or not meant to be
         section.add(WARN if failed else OK, f"CPU kernel: {kernel}")
+        from model.cpu.threads import ThreadPolicy
+
+        kept = torch.get_num_threads()
+        policy = ThreadPolicy()
+        time.sleep(0.5)  # what the other programs take, over half a second
+        policy.step_done(now=True)
+        torch.set_num_threads(kept)
+        section.add(OK, f"CPU threads: {policy.describe()}")
 
 
 def import_sounddevice() -> Any:

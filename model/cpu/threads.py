@@ -100,12 +100,13 @@ class ThreadPolicy:
             return
         self._last = (time.monotonic(), time.process_time(), *busy)
 
-    def step_done(self) -> None:
-        """After each step: about once a second, count the free cores again and follow them."""
+    def step_done(self, now: bool = False) -> None:
+        """After each step: about once a second (`now`: at once), count the free cores again and
+        follow them."""
         if self.fixed is not None or self._last is None:
             return
         wall0, own0, busy0, total0 = self._last
-        if time.monotonic() - wall0 < RECHECK_SECONDS:
+        if time.monotonic() - wall0 < (0.0 if now else RECHECK_SECONDS):
             return
         wall, own = time.monotonic(), time.process_time()
         busy = _busy_seconds()

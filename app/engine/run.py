@@ -23,6 +23,7 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int | None = None
+    threads: int | None = None  # CPU threads; None: the free cores (model/cpu/threads.py)
     input_device: str | None = None
     output_device: str | None = None
     input_file: Path | None = None  # instead of the microphone (tests, demos)
@@ -49,7 +50,9 @@ def open_compute(config: RunConfig) -> Compute:
     from .local import LocalCompute, load_files, locate
 
     files = locate(config.model, config.revision, config.offline, lora=config.lora)
-    return LocalCompute(load_files(files, config.device, config.dtype, seed=config.seed))
+    return LocalCompute(
+        load_files(files, config.device, config.dtype, seed=config.seed, threads=config.threads)
+    )
 
 
 def loading_note(config: RunConfig | None) -> str:

@@ -441,6 +441,7 @@ class MainWindow(QMainWindow):
             device=s.compute_device,
             dtype=s.dtype,
             seed=s.seed,
+            threads=s.threads,
             input_device=s.input_device,
             output_device=s.output_device,
             server=s.server_url if s.backend == "remote" else None,

@@ -36,6 +36,7 @@ TEMPERATURE_MAX = 1.5  # 0 takes the most likely token (greedy)
 TEXT_TOP_K_MAX = 32000  # the text vocabulary; top-k 0 keeps every token
 AUDIO_TOP_K_MAX = 2048  # the codebook size of each audio stream
 SEED_MAX = 2**31 - 1  # what a QSpinBox can hold
+THREADS_MAX = 256
 PERSONA_MAX = 4000  # characters: about 1000 text tokens, 80 s of prompt
 
 
@@ -55,6 +56,7 @@ class Key(Enum):
     OFFLINE = "model/offline"
     COMPUTE_DEVICE = "compute/device"
     DTYPE = "compute/dtype"
+    THREADS = "compute/threads"
     INPUT_DEVICE = "audio/input_device"
     OUTPUT_DEVICE = "audio/output_device"
     HALF_DUPLEX = "audio/half_duplex"
@@ -227,6 +229,7 @@ _SPECS: dict[Key, _Spec] = {
     Key.OFFLINE: _Spec(False, _bool),
     Key.COMPUTE_DEVICE: _Spec("auto", _one_of(DEVICES)),
     Key.DTYPE: _Spec("auto", _one_of(DTYPES)),
+    Key.THREADS: _Spec(None, _optional(_int_in(1, THREADS_MAX))),
     Key.INPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.OUTPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.HALF_DUPLEX: _Spec(False, _bool),
@@ -272,6 +275,7 @@ class Settings:
     offline = _Setting[bool](Key.OFFLINE)
     compute_device = _Setting[str](Key.COMPUTE_DEVICE)  # one of DEVICES
     dtype = _Setting[str](Key.DTYPE)  # one of DTYPES
+    threads = _Setting[int | None](Key.THREADS)  # CPU threads; None: the free cores
     input_device = _Setting[str | None](Key.INPUT_DEVICE)  # a device name; None: the default
     output_device = _Setting[str | None](Key.OUTPUT_DEVICE)
     half_duplex = _Setting[bool](Key.HALF_DUPLEX)

@@ -54,6 +54,7 @@ from .settings import (
     SEED_MAX,
     TEMPERATURE_MAX,
     TEXT_TOP_K_MAX,
+    THREADS_MAX,
     Key,
     Settings,
     is_folder_source,
@@ -99,7 +100,8 @@ NEXT_START_KEYS = {  # the audio opens, and the model loads if it is another, at
     Key.INPUT_DEVICE: "the audio devices",
     Key.OUTPUT_DEVICE: "the audio devices",
 }
-AT_LOAD_KEYS = {Key.SEED: "the seed", Key.OFFLINE: "offline mode"}  # only as the model loads
+# only as the model loads
+AT_LOAD_KEYS = {Key.SEED: "the seed", Key.OFFLINE: "offline mode", Key.THREADS: "the CPU threads"}
 RESTART_KEYS = tuple(NEXT_START_KEYS) + tuple(AT_LOAD_KEYS)
 DIALOG_KEYS = SAMPLING_KEYS + (Key.HALF_DUPLEX,) + RESTART_KEYS  # what the dialog edits
 HALF_DUPLEX_NOTE = "Mutes your microphone while Moshi speaks; use it without headphones."
@@ -351,9 +353,20 @@ class SettingsDialog(QDialog):
     def _compute_group(self) -> QGroupBox:
         self.device_combo = _choice_combo("Compute device", DEVICE_CHOICES)
         self.dtype_combo = _choice_combo("Data type", DTYPE_CHOICES)
+        self.threads_edit = NumberEdit(
+            "CPU threads",
+            1,
+            THREADS_MAX,
+            words={"auto": None, "": None},
+            help="On the CPU: how many threads compute; auto follows the cores other programs "
+            "leave free",
+        )
+        self.threads_edit.setPlaceholderText("auto")
+        self.threads_edit.textChanged.connect(self._update_problem)
         form = _form()
         form.addRow(_label("&Device:", self.device_combo), self.device_combo)
         form.addRow(_label("Data t&ype:", self.dtype_combo), self.dtype_combo)
+        form.addRow(_label("&CPU threads:", self.threads_edit), self.threads_edit)
         self.compute_group = _group("Compute", form)
         return self.compute_group
 
@@ -411,6 +424,7 @@ class SettingsDialog(QDialog):
             Key.OFFLINE: self.offline_check.isChecked() if is_repo else False,
             Key.COMPUTE_DEVICE: self.device_combo.currentData(),
             Key.DTYPE: self.dtype_combo.currentData(),
+            Key.THREADS: self.threads_edit.value(),
             Key.INPUT_DEVICE: self.input_combo.currentData(),
             Key.OUTPUT_DEVICE: self.output_combo.currentData(),
             Key.HALF_DUPLEX: self.half_duplex_check.isChecked(),
@@ -418,7 +432,7 @@ class SettingsDialog(QDialog):
 
     def problem(self) -> str | None:
         """Why the values shown cannot be saved, in one sentence; None when they can."""
-        for edit in self.number_edits:
+        for edit in (*self.number_edits, self.threads_edit):
             if edit.problem():
                 return edit.problem()
         if self.backend_combo.currentData() == "remote":
@@ -481,6 +495,7 @@ class SettingsDialog(QDialog):
             self.offline_check.setChecked(values[Key.OFFLINE])
             _select(self.device_combo, values[Key.COMPUTE_DEVICE])
             _select(self.dtype_combo, values[Key.DTYPE])
+            self.threads_edit.set_value(values[Key.THREADS])
             self._fill_devices(self.input_combo, values[Key.INPUT_DEVICE], inputs=True)
             self._fill_devices(self.output_combo, values[Key.OUTPUT_DEVICE], inputs=False)
             self.half_duplex_check.setChecked(values[Key.HALF_DUPLEX])

@@ -49,6 +49,7 @@ DEFAULTS = {
     Key.OFFLINE: False,
     Key.COMPUTE_DEVICE: "auto",
     Key.DTYPE: "auto",
+    Key.THREADS: None,
     Key.INPUT_DEVICE: None,
     Key.OUTPUT_DEVICE: None,
     Key.HALF_DUPLEX: False,
@@ -76,6 +77,7 @@ def other_values(tmp_path: Path) -> dict[Key, object]:
         Key.OFFLINE: True,
         Key.COMPUTE_DEVICE: "cuda",
         Key.DTYPE: "int8",
+        Key.THREADS: 3,
         Key.INPUT_DEVICE: "USB Headset, Microphone",
         Key.OUTPUT_DEVICE: "Speakers (2)",
         Key.HALF_DUPLEX: True,
@@ -101,6 +103,7 @@ ATTRIBUTES = {
     Key.OFFLINE: "offline",
     Key.COMPUTE_DEVICE: "compute_device",
     Key.DTYPE: "dtype",
+    Key.THREADS: "threads",
     Key.INPUT_DEVICE: "input_device",
     Key.OUTPUT_DEVICE: "output_device",
     Key.HALF_DUPLEX: "half_duplex",
@@ -188,6 +191,7 @@ def test_garbage_reads_as_the_defaults(ini: Path, tmp_path: Path) -> None:
         "[compute]\n"
         "device=tpu\n"
         'dtype="int8, float32"\n'  # QSettings reads a list
+        "threads=0\n"
         "[audio]\n"
         "input_device=@Invalid()\n"
         "output_device=\n"

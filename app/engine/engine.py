@@ -471,6 +471,7 @@ class Engine:
             now + FRAME_SECONDS,
             remote,
             self._silenced + getattr(audio_stats, "silenced_samples", 0),
+            getattr(self.compute, "threads", None),
         )
         self._warn_if_slow(stats)
         return stats

@@ -208,3 +208,9 @@ class LocalCompute:
 
     def stats(self) -> None:
         return None
+
+    @property
+    def threads(self) -> int | None:
+        """The CPU threads computing now (they follow the free cores); None on a GPU."""
+        policy = getattr(self.pipeline, "thread_policy", None)
+        return policy.threads if policy is not None else None

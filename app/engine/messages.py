@@ -146,6 +146,7 @@ class Stats:
     elapsed: float  # seconds of conversation, by the wall clock (dropped stretches included)
     remote: RemoteStats | None = None  # when Moshi runs on a server: the link's counters
     silenced_samples: int = 0  # NaN or infinite input samples, heard as silence
+    threads: int | None = None  # the CPU threads computing now (model/cpu/threads.py); None: GPU
 
 
 @dataclass(frozen=True)

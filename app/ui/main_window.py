@@ -687,7 +687,8 @@ class MainWindow(QMainWindow):
         xruns = f"xruns {stats.underruns + stats.overruns}"
         if remote is None:
             total = stats.ms_per_frame.get("total", 0.0)
-            self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}")
+            threads = f" · {stats.threads} threads" if stats.threads else ""
+            self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}{threads}")
             self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
             self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")
             silenced = f" · silenced {stats.silenced_samples}" if stats.silenced_samples else ""

@@ -138,7 +138,7 @@ def test_a_conversation_fills_the_transcript_and_waveforms(make_window, qtbot, t
     qtbot.waitUntil(lambda: window.transcript.plain_text() != "", timeout=5000)
     user, moshi = window.waveform.envelopes()
     assert user.max() > 0.2  # the voice file's sine reached the waveform
-    assert "ms/frame" in window.speed_label.text()
+    assert "ms/frame" in window.speed_label.text() and "threads" in window.speed_label.text()
 
     image = window.grab().toImage()
     path = tmp_path / "window.png"

@@ -319,6 +319,14 @@ def _check_torch(section: Section) -> None:
         policy.step_done(now=True)
         torch.set_num_threads(kept)
         section.add(OK, f"CPU threads: {policy.describe()}")
+        from model.cpu.choice import table
+
+        chosen = table()
+        if chosen:
+            section.add(
+                OK,
+                "CPU products, timed on this CPU (fastest kept):\n" + "\n".join(chosen),
+            )
 
 
 def import_sounddevice() -> Any:

@@ -7,14 +7,16 @@ import torch
 from torch import nn
 
 from ..mimi import Codebook
+from . import native
+from .choice import road_for
 from .products import KeepsCopies, cpu_fp32, no_grad_wanted, weight_times, wide_blocks
-
-LONG_ROW = 4096  # one row this long (Moshi 7B's) reads as fast either way: the plain product
 
 
 class Linear(KeepsCopies, nn.Linear):
     """nn.Linear as W @ X: its output [rows, out] is a view of the product's [out, rows], which
-    attention's reshapes and the sums after it read as they are (no copy)."""
+    attention's reshapes and the sums after it read as they are (no copy). `road` is the product
+    timed fastest for its weight on this CPU (`model.cpu.choice`): our kernel, MKL's, or plain
+    torch."""
 
     @classmethod
     def of(cls, linear: nn.Linear) -> Linear:
@@ -22,19 +24,28 @@ class Linear(KeepsCopies, nn.Linear):
         with torch.device("meta"):
             fast = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         fast.weight, fast.bias = linear.weight, linear.bias
+        fast.road = road_for(linear.weight) if cpu_fp32(linear.weight) else "torch"
         fast.remake_copies()
         return fast
 
     def remake_copies(self) -> None:
-        self.blocks = wide_blocks(self.weight)  # a wide weight read in column blocks
+        self.blocks = None
+        if getattr(self, "road", "mkl") == "mkl":
+            with native.turned_off():
+                self.blocks = wide_blocks(self.weight)  # a wide weight read in column blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         rows = x.reshape(-1, x.shape[-1])
         plain = not (cpu_fp32(x) and cpu_fp32(w) and w.is_contiguous() and no_grad_wanted(x, w))
-        if plain or (rows.shape[0] == 1 and w.shape[1] >= LONG_ROW):
+        if plain or self.road == "torch":
             return super().forward(x)
-        y = weight_times(w, rows.contiguous().t(), self.blocks).t()  # [rows, out], a view
+        cols = rows.contiguous().t()
+        if self.road == "mkl":
+            with native.turned_off():
+                y = weight_times(w, cols, self.blocks).t()  # [rows, out], a view
+        else:
+            y = weight_times(w, cols, self.blocks).t()
         y = y.reshape(*x.shape[:-1], y.shape[-1])
         return y if self.bias is None else y + self.bias
 

@@ -86,6 +86,17 @@ class _AfterPrompt:
     rng: torch.Tensor  # the random state after the prompt
 
 
+def load_models(files: ModelFiles, device: str = "auto", dtype: str | None = None):
+    """(Mimi, the LM) of `files` on `device` (a name, see `resolve_device`) at `dtype` (a name,
+    see `Pipeline.load`); on the CPU in fp32, the modules' fast forms (model/cpu)."""
+    dev = resolve_device(device)
+    mimi = speed_up(load_mimi(files, dev))
+    lm = load_lm(
+        files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype), int4=dtype == INT4
+    )
+    return mimi, speed_up(lm)
+
+
 @dataclass
 class StepResult:
     text: str  # the new piece of Moshi's inner monologue, "" if none
@@ -179,18 +190,7 @@ class Pipeline:
                 "audio with it (`moshi-desktop transcribe AUDIO --model ...`) and talk with a "
                 "Moshi, such as kyutai/moshiko-pytorch-bf16"
             )
-        dev = resolve_device(device)
-        # On the CPU in fp32, the modules' fast forms (model/cpu); elsewhere as loaded.
-        mimi = speed_up(load_mimi(files, dev))
-        lm = speed_up(
-            load_lm(
-                files,
-                dev,
-                resolve_dtype(dtype, dev),
-                quantize=wants_int8(dtype),
-                int4=dtype == INT4,
-            )
-        )
+        mimi, lm = load_models(files, device, dtype)
         return cls(
             mimi,
             lm,

@@ -130,9 +130,7 @@ class Transcriber:
         dtype: str | None = None,
         threads: int | None = None,
     ) -> Transcriber:
-        from .checkpoint import load_lm, load_mimi
-        from .cpu import speed_up
-        from .pipeline import resolve_device, resolve_dtype, wants_int8
+        from .pipeline import load_models
         from .text import open_tokenizer
 
         if files.config.model_type != STT_MODEL_TYPE:
@@ -140,17 +138,7 @@ class Transcriber:
                 f"{files.folder} is not a speech-to-text model (model_type "
                 f'"{files.config.model_type}"): use Kyutai STT, such as {DEFAULT_STT_REPO}'
             )
-        dev = resolve_device(device)
-        mimi = speed_up(load_mimi(files, dev))
-        lm = speed_up(
-            load_lm(
-                files,
-                dev,
-                resolve_dtype(dtype, dev),
-                quantize=wants_int8(dtype),
-                int4=dtype == "int4",
-            )
-        )
+        mimi, lm = load_models(files, device, dtype)
         return cls(mimi, lm, open_tokenizer(files.tokenizer), files, threads)
 
     def reset(self) -> None:

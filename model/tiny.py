@@ -344,9 +344,16 @@ def write_tiny_personaplex(folder: str | Path, *, seed: int = 0, vocab_size: int
     save_file(
         {k: v.contiguous() for k, v in fuse_attention(state).items()}, str(folder / MOSHI_NAME)
     )
+    _write_informative_mimi(folder / MIMI_NAME, TINY_PERSONAPLEX_MIMI, seed, g)
+    return folder
+
+
+def _write_informative_mimi(path: Path, config: dict, seed: int, g: torch.Generator) -> None:
+    """A random Mimi of `config` whose every stage carries information: its convs He-scaled (a
+    default init flattens the signal), layer scales near 1, codebooks N(0, 1) (drawn from `g`)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        mimi_state = Mimi(MimiConfig.from_dict(TINY_PERSONAPLEX_MIMI)).state_dict()
+        mimi_state = Mimi(MimiConfig.from_dict(config)).state_dict()
     for key, value in mimi_state.items():
         if key.endswith("_codebook.embedding_sum"):
             value.copy_(torch.randn(value.shape, generator=g))
@@ -356,9 +363,7 @@ def write_tiny_personaplex(folder: str | Path, *, seed: int = 0, vocab_size: int
             value.copy_(torch.rand(value.shape, generator=g) + 0.5)
         elif key.endswith(("conv.weight", "convtr.weight")):
             value.mul_(6**0.5)
-    mimi_state = fuse_attention(mimi_state)
-    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / MIMI_NAME))
-    return folder
+    save_file({k: v.contiguous() for k, v in fuse_attention(mimi_state).items()}, str(path))
 
 
 # A speech-to-text model (model.stt) of Kyutai STT's layout with small sizes: no depth transformer,
@@ -425,18 +430,5 @@ def write_tiny_stt(
     save_file(
         {k: v.contiguous() for k, v in fuse_attention(state).items()}, str(folder / MOSHI_NAME)
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        mimi_state = Mimi(MimiConfig.from_dict(TINY_STT_MIMI)).state_dict()
-    for key, value in mimi_state.items():
-        if key.endswith("_codebook.embedding_sum"):
-            value.copy_(torch.randn(value.shape, generator=g))
-        elif key.endswith("_codebook.cluster_usage"):
-            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
-        elif key.endswith(("layer_scale_1.scale", "layer_scale_2.scale")):
-            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
-        elif key.endswith(("conv.weight", "convtr.weight")):
-            value.mul_(6**0.5)
-    mimi_state = fuse_attention(mimi_state)
-    save_file({k: v.contiguous() for k, v in mimi_state.items()}, str(folder / STT_MIMI_NAME))
+    _write_informative_mimi(folder / STT_MIMI_NAME, TINY_STT_MIMI, seed, g)
     return folder

@@ -144,13 +144,3 @@ def save_checkpoint(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return save
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """For modules of tiny models: one thread runs them faster than two, and far faster (20x
-    here) when other processes share the CPU and a second thread has to wait for its turn."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

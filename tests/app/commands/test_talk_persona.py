@@ -21,16 +21,6 @@ FRAME = 1920
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def personaplex(tmp_path_factory: pytest.TempPathFactory, fork_voice_pt: Path) -> Path:
     seed = json.loads((DATA / "tokens.json").read_text())["seed"]

@@ -18,16 +18,6 @@ from model.tiny import write_tiny_stt
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def stt(tmp_path_factory):
     return write_tiny_stt(tmp_path_factory.mktemp("stt"), audio_delay_seconds=0.5)

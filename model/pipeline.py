@@ -24,6 +24,7 @@ from .files import CheckpointError, ModelFiles, resolve_folder
 from .generate import FrameGenerator, SamplingSettings
 from .graphs import Graphed, graphs_wanted
 from .lm import LM
+from .memory import check_fits
 from .mimi import Mimi
 from .persona import PersonaGenerator, VoicePrompt, persona_tokens, run_as_the_fork
 from .streaming import (
@@ -90,6 +91,10 @@ def load_models(files: ModelFiles, device: str = "auto", dtype: str | None = Non
     """(Mimi, the LM) of `files` on `device` (a name, see `resolve_device`) at `dtype` (a name,
     see `Pipeline.load`); on the CPU in fp32, the modules' fast forms (model/cpu)."""
     dev = resolve_device(device)
+    with torch.device("meta"):
+        mimi_parameters = sum(p.numel() for p in Mimi(files.mimi_config).parameters())
+    counted = "int8" if files.config.quantize and dtype != INT4 else dtype or "auto"  # a q8 file
+    check_fits(files.config.lm, counted, dev, mimi_parameters)  # before anything is loaded
     mimi = speed_up(load_mimi(files, dev))
     lm = load_lm(
         files, dev, resolve_dtype(dtype, dev), quantize=wants_int8(dtype), int4=dtype == INT4

@@ -472,6 +472,7 @@ class Engine:
             remote,
             self._silenced + getattr(audio_stats, "silenced_samples", 0),
             getattr(self.compute, "threads", None),
+            getattr(self.compute, "gpu_mb", None),
         )
         self._warn_if_slow(stats)
         return stats

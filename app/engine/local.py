@@ -210,6 +210,16 @@ class LocalCompute:
         return None
 
     @property
+    def gpu_mb(self) -> float | None:
+        """The CUDA memory the model holds now, in MB; None off a CUDA GPU."""
+        device = getattr(self.pipeline, "device", None)
+        if device is None or device.type != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.memory_allocated(device) / 1e6
+
+    @property
     def threads(self) -> int | None:
         """The CPU threads computing now (they follow the free cores); None on a GPU."""
         policy = getattr(self.pipeline, "thread_policy", None)

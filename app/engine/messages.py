@@ -147,6 +147,7 @@ class Stats:
     remote: RemoteStats | None = None  # when Moshi runs on a server: the link's counters
     silenced_samples: int = 0  # NaN or infinite input samples, heard as silence
     threads: int | None = None  # the CPU threads computing now (model/cpu/threads.py); None: GPU
+    gpu_mb: float | None = None  # GPU memory the model holds (a CUDA GPU's), None elsewhere
 
 
 @dataclass(frozen=True)

@@ -688,6 +688,8 @@ class MainWindow(QMainWindow):
         if remote is None:
             total = stats.ms_per_frame.get("total", 0.0)
             threads = f" · {stats.threads} threads" if stats.threads else ""
+            if stats.gpu_mb is not None:
+                threads += f" · GPU {stats.gpu_mb / 1000:.1f} GB"
             self.speed_label.setText(f"{total:.0f} ms/frame · RTF {stats.rtf:.2f}{threads}")
             self.speed_label.setStyleSheet("color: #c0392b;" if stats.rtf > 1 else "")
             self.latency_label.setText(f"latency {stats.latency_ms:.0f} ms")

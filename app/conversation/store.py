@@ -192,6 +192,22 @@ def open_conversation(root: str | Path, id: str) -> Conversation:
     return conv
 
 
+def read_audio_block(folder: Path, start: int, count: int) -> np.ndarray:
+    """[samples, 2] float32 (user, Moshi) from sample `start`, at most `count` samples (fewer at
+    the end): from the FLAC, or from the raw tracks of a conversation not compacted yet."""
+    if (folder / AUDIO_FILE).exists():
+        with soundfile.SoundFile(str(folder / AUDIO_FILE)) as f:
+            f.seek(min(start, f.frames))
+            return f.read(count, dtype="float32", always_2d=True)
+    tracks = []
+    for name in (USER_FILE, MOSHI_FILE):
+        with open(folder / name, "rb") as f:
+            f.seek(start * 4)
+            tracks.append(np.frombuffer(f.read(count * 4), "<f4"))
+    n = min(len(t) for t in tracks)
+    return np.stack([t[:n] for t in tracks], axis=1).astype(np.float32)
+
+
 def read_peaks(folder: Path) -> np.ndarray:
     """[frames, 2] peaks in 0..1 (user, Moshi) from the peaks file; empty if there is none."""
     try:

@@ -59,6 +59,7 @@ from app.engine.messages import (
 from app.logs import log_path
 from model.catalog import CATALOG
 
+from . import history_panel
 from .settings import Settings, is_folder_source
 from .settings_dialog import SettingsDialog
 from .transcript import TranscriptView
@@ -209,6 +210,7 @@ class MainWindow(QMainWindow):
             self.resize(980, 640)
         self.on_state(EngineState.STOPPED)
         self._set_has_conversation(False)
+        self.history = history_panel.attach(self)  # the kept conversations, in a dock
 
     # --- building ---------------------------------------------------------------------------
 
@@ -575,6 +577,8 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_autosave(self, folder: str | None) -> None:
         self._saved_in = folder
+        if folder is None:  # keeping conversations is off (Settings): say so while talking
+            self.statusBar().showMessage("Not kept: this conversation is not saved to disk")
 
     @Slot(str)
     def on_exported(self, path: str) -> None:

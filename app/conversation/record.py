@@ -19,8 +19,9 @@ Turns and cues
 Autosave (:meth:`Conversation.create`)
     One folder per conversation, ``<data folder>/conversations/<YYYY-MM-DD_HH-MM-SS>``, holding
 
-    - ``meta.json``: format, version, sample rate, frame size, start time, model, settings;
-      rewritten with ``ended`` and ``frames`` when the conversation is closed cleanly;
+    - ``meta.json``: the fields of ``docs/conversation-store.md`` (format version 2); rewritten
+      with ``ended``, ``frames``, ``duration`` and ``title`` when the conversation is closed
+      cleanly (the store, ``app/conversation/store.py``, then compacts the tracks to FLAC);
     - ``user.f32`` and ``moshi.f32``: raw little-endian float32 mono PCM at 24 kHz, appended one
       frame after the other (frame ``i`` at byte ``i * 1920 * 4``; silence is written as zeros);
     - ``transcript.jsonl``: one ``{"frame": i, "time": t, "text": piece}`` line per piece.

@@ -83,6 +83,7 @@ def record(root: Path, minutes: float, seed: int) -> store.KeptConversation:
             frame = audio[j * FRAME_SIZE : (j + 1) * FRAME_SIZE]
             conv.add_frame(i, frame[:, 0], frame[:, 1], text)
     conv.close()
+    conv.wait_compacted()
     return conv
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -124,16 +125,30 @@ class Match:
 
 class KeptConversation(Conversation):
     """A conversation kept in the store: streamed to raw files while it runs (the record's
-    crash-safe autosave), compacted to FLAC when closed, and readable after that from the FLAC.
-    Holds its folder's lock from creation until compaction is done."""
+    crash-safe autosave), compacted to FLAC on a thread of its own once closed (an hour takes
+    some seconds: the engine does not wait), and readable all along. Holds its folder's lock
+    from creation until the compaction is done; a process that ends first leaves the raw files,
+    which the next start compacts."""
 
     _lock_fd: int | None = None
+    _compaction: threading.Thread | None = None
 
     def close(self) -> None:
         super().close()
+        if self._compaction is not None:
+            return
         if self.folder is None or self.autosave_error:
             self._unlock()
             return
+        self._compaction = threading.Thread(target=self._compact, name="compaction")
+        self._compaction.start()
+
+    def wait_compacted(self, timeout: float | None = None) -> None:
+        if self._compaction is not None:
+            self._compaction.join(timeout)
+
+    def _compact(self) -> None:
+        assert self.folder is not None
         try:
             compact(self.folder, recovered=False, locked=True)
         except Exception:  # the raw files stay; the next start compacts them
@@ -142,9 +157,15 @@ class KeptConversation(Conversation):
             self._unlock()
 
     def _read_saved(self, name: str, start: int, stop: int) -> np.ndarray:
-        if self._files is None and self.folder is not None and (self.folder / AUDIO_FILE).exists():
-            return _read_flac(self.folder / AUDIO_FILE, name, start, stop)
-        return super()._read_saved(name, start, stop)
+        flac = self.folder / AUDIO_FILE if self.folder is not None else None
+        if self._files is None and flac is not None and flac.exists():
+            return _read_flac(flac, name, start, stop)
+        try:
+            return super()._read_saved(name, start, stop)
+        except FileNotFoundError:  # compacted meanwhile: the raw files go once the FLAC is there
+            if flac is None or not flac.exists():
+                raise
+            return _read_flac(flac, name, start, stop)
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -294,7 +315,7 @@ def search(root: str | Path, text: str) -> Iterator[Match]:
             continue
         if needle in entry.title.casefold():
             yield Match(entry, 0.0, entry.title)
-        for turn in _split_turns(_read_pieces(entry.folder / TRANSCRIPT_FILE)):
+        for turn in _split_turns(_transcript(entry.folder / TRANSCRIPT_FILE)):
             line = "".join(t for _, t in turn).strip()
             if needle in line.casefold():
                 yield Match(entry, _seconds(turn[0][0]), line)
@@ -423,6 +444,19 @@ def _entry(folder: Path) -> Entry | None:
         damaged=damaged,
         running=running,
     )
+
+
+def _transcript(path: Path) -> list[tuple[int, str]]:
+    """The pieces of a transcript file: in one JSON parse when every line is whole (as
+    compaction leaves it), else line by line."""
+    try:
+        data = path.read_bytes().decode("utf-8").strip()
+        records = json.loads("[" + data.replace("\n", ",") + "]") if data else []
+        return [(r["frame"], r["text"]) for r in records]
+    except OSError:
+        return []
+    except (ValueError, KeyError, TypeError):
+        return _read_pieces(path)
 
 
 def _damaged(folder: Path, reason: str) -> Entry:

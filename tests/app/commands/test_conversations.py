@@ -49,6 +49,7 @@ def _keep(root, words, frames=20, model="tiny"):
         text = f" {words[i]}" if i < len(words) else ""
         conv.add_frame(i, rng.normal(0, 0.1, FRAME_SIZE), rng.normal(0, 0.1, FRAME_SIZE), text)
     conv.close()
+    conv.wait_compacted()
     return conv
 
 

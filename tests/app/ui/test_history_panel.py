@@ -62,6 +62,7 @@ def _keep(root, words, every=10, frames=100):
         text = f" {words[i // every]}" if i % every == 0 and i // every < len(words) else ""
         conv.add_frame(i, np.full(FRAME_SIZE, level, np.float32), None, text)
     conv.close()
+    conv.wait_compacted()
     return conv
 
 

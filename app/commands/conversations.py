@@ -54,15 +54,13 @@ def register(subparsers) -> None:
 def _root() -> Path:
     """The store, made ready: what was cut short recovered, what expired deleted."""
     from ..conversation import preferences
-    from ..conversation.store import prepare
+    from ..conversation.store import prepare, recovered_sentence
 
     prefs = preferences.load()
     done = prepare(prefs.root, prefs.keep_days)
     if done.recovered:
-        n = len(done.recovered)
         print(
-            f"{n} conversation{'s' if n > 1 else ''} that {'were' if n > 1 else 'was'} cut short "
-            f"{'were' if n > 1 else 'was'} recovered: {', '.join(done.recovered)}",
+            f"{recovered_sentence(len(done.recovered))}: {', '.join(done.recovered)}",
             file=sys.stderr,
         )
     for line in done.failed:
@@ -84,7 +82,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [
         (
             e.id,
-            e.started.astimezone().strftime("%Y-%m-%d %H:%M") if e.started else "?",
+            e.when,
             _clock(e.duration),
             e.model,
             _mark(e),

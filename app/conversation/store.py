@@ -89,6 +89,11 @@ class Entry:
     damaged: str = ""  # why it cannot be opened ("" when it can)
     running: bool = False  # still being recorded (by this or another process)
 
+    @property
+    def when(self) -> str:
+        """The local start date and time, as the list shows it."""
+        return self.started.astimezone().strftime("%Y-%m-%d %H:%M") if self.started else "?"
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -111,6 +116,13 @@ class Prepared:
     compacted: list[str]  # ids of conversations compacted (ended cleanly, or an older format)
     expired: list[str]  # ids deleted because they were older than the kept days
     failed: list[str]  # one line each: what could not be compacted, and why (raw files kept)
+
+
+def recovered_sentence(count: int) -> str:
+    """What the window and the command line say of the conversations :func:`prepare` recovered."""
+    if count == 1:
+        return "1 conversation that was cut short was recovered"
+    return f"{count} conversations that were cut short were recovered"
 
 
 @dataclass(frozen=True)

@@ -149,10 +149,9 @@ class HistoryPanel(QWidget):
         self.list.clear()
         items = []
         for e in entries:
-            date = e.started.astimezone().strftime("%Y-%m-%d %H:%M") if e.started else "?"
             title = f"damaged: {e.damaged}" if e.damaged else e.title or "(nothing said)"
             mark = "running" if e.running else "recovered" if e.recovered else ""
-            item = QTreeWidgetItem([date, clock_text(e.duration), title, e.model, mark])
+            item = QTreeWidgetItem([e.when, clock_text(e.duration), title, e.model, mark])
             item.setData(0, _ID, e.id)
             if e.recovered:
                 item.setToolTip(4, "Cut short by a crash and recovered")
@@ -401,12 +400,8 @@ def attach(window) -> HistoryPanel:
     menu.addAction(dock.toggleViewAction())
     panel.refresh()
     if done is not None and done.recovered:
-        n = len(done.recovered)
-        text = (
-            f"{n} conversation{'s' if n > 1 else ''} that {'were' if n > 1 else 'was'} cut "
-            f"short {'were' if n > 1 else 'was'} recovered: "
-            + ", ".join(f'<a href="{id}">{id}</a>' for id in done.recovered)
-        )
+        links = ", ".join(f'<a href="{id}">{id}</a>' for id in done.recovered)
+        text = f"{store.recovered_sentence(len(done.recovered))}: {links}"
         window.banner.show_message(text, "warning")
         window.banner.label.setTextFormat(Qt.TextFormat.RichText)
         window.banner.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)

@@ -577,8 +577,8 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_autosave(self, folder: str | None) -> None:
         self._saved_in = folder
-        if folder is None:  # keeping conversations is off (Settings): say so while talking
-            self.statusBar().showMessage("Not kept: this conversation is not saved to disk")
+        if folder is None:  # keeping is off (History → Settings), or the autosave stopped
+            self.statusBar().showMessage("This conversation is not being saved to disk")
 
     @Slot(str)
     def on_exported(self, path: str) -> None:

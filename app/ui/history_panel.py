@@ -399,6 +399,11 @@ def attach(window) -> HistoryPanel:
     menu = window.menuBar().addMenu("&View")
     menu.addAction(dock.toggleViewAction())
     panel.refresh()
+    bridge = getattr(window, "bridge", None)
+    if bridge is not None:  # a conversation begins or ends: the list shows it
+        bridge.autosave.connect(lambda _folder: panel.refresh())
+        bridge.state.connect(lambda _state: panel.refresh())
+    dock.visibilityChanged.connect(lambda shown: shown and panel.refresh())
     if done is not None and done.recovered:
         links = ", ".join(f'<a href="{id}">{id}</a>' for id in done.recovered)
         text = f"{store.recovered_sentence(len(done.recovered))}: {links}"

@@ -577,8 +577,10 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_autosave(self, folder: str | None) -> None:
         self._saved_in = folder
-        if folder is None:  # keeping is off (History → Settings), or the autosave stopped
-            self.statusBar().showMessage("This conversation is not being saved to disk")
+        if not hasattr(self, "not_kept_label"):  # keeping is off, or the autosave stopped
+            self.not_kept_label = QLabel("This conversation is not being saved to disk")
+            self.statusBar().addPermanentWidget(self.not_kept_label)
+        self.not_kept_label.setVisible(folder is None)
 
     @Slot(str)
     def on_exported(self, path: str) -> None:

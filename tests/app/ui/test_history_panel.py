@@ -181,3 +181,19 @@ def test_keeping_switched_off_writes_nothing(tmp_path, monkeypatch):
     record.add_frame(0, None, None, " hi")
     record.close()
     assert record.folder is None and not (tmp_path / "kept").exists()
+
+
+def test_the_settings_are_shared_with_the_command_line(qtbot, tmp_path, monkeypatch):
+    from app.ui.keep_settings_dialog import KeepSettingsDialog
+
+    monkeypatch.setattr(preferences, "path", lambda: tmp_path / "config" / "conversations.json")
+    assert preferences.load() == preferences.Preferences()
+    dialog = KeepSettingsDialog()
+    qtbot.addWidget(dialog)
+    assert dialog.keep.isChecked()  # on by default
+    dialog.keep.setChecked(False)
+    dialog.days.setValue(30)
+    dialog.folder.setText(str(tmp_path / "elsewhere"))
+    dialog.accept()
+    assert preferences.load() == preferences.Preferences(False, 30, str(tmp_path / "elsewhere"))
+    assert preferences.load().root == tmp_path / "elsewhere"

@@ -41,12 +41,13 @@ class Player:
         self.channels = _channels(sd, self.device, "output", self.rate)
         self.total = total
         self._read = read
-        self._queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=4)
+        # (generation, first sample at 24 kHz, samples at 24 kHz, the block at the device's rate)
+        self._queue: queue.Queue[tuple[int, int, int, np.ndarray]] = queue.Queue(maxsize=4)
         self._lock = threading.Lock()
         self._generation = 0  # a seek starts a new one: older blocks in the queue are dropped
         self._next = 0  # the next sample the feeder reads
         self._position = 0
-        self._current: tuple[int, np.ndarray, int] | None = None  # (start, block, used)
+        self._current: tuple[int, int, np.ndarray, int] | None = None  # ..., samples used
         self._playing = threading.Event()
         self._closed = threading.Event()
         self.error: str | None = None

@@ -39,6 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from model.config import FRAME_SIZE, SAMPLE_RATE
+
 from ..conversation import preferences, store
 from ..conversation.record import EXPORT_KINDS, Conversation, clock_text
 from ..errors import UserError
@@ -254,7 +256,7 @@ class HistoryPanel(QWidget):
                 assert folder is not None
                 self.player = Player(
                     lambda start, count: store.read_audio_block(folder, start, count),
-                    self.conversation.frames * 1920,
+                    self.conversation.frames * FRAME_SIZE,
                     self.output_device,
                 )
             if self.player.playing:
@@ -271,7 +273,7 @@ class HistoryPanel(QWidget):
 
     def position(self) -> float:
         """Where the play head is, in seconds."""
-        return self.player.position / 24000 if self.player is not None else 0.0
+        return self.player.position / SAMPLE_RATE if self.player is not None else 0.0
 
     @Slot(float)
     def _seek_seconds(self, seconds: float) -> None:
@@ -280,7 +282,7 @@ class HistoryPanel(QWidget):
             if self.player is None:
                 return
             self.player.pause()
-        self.player.seek(int(seconds * 24000))
+        self.player.seek(int(seconds * SAMPLE_RATE))
         self._follow()
 
     @Slot(QListWidgetItem)

@@ -24,7 +24,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from app import __version__, logs, signals
-from app.commands import bench, chat, devices, doctor, download, selftest, talk, transcribe
+from app.commands import (
+    bench,
+    chat,
+    conversations,
+    devices,
+    doctor,
+    download,
+    selftest,
+    talk,
+    transcribe,
+)
 from app.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,6 +53,7 @@ Handler = Callable[[argparse.Namespace], int]
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     talk.register,
     chat.register,
+    conversations.register,
     devices.register,
     download.register,
     doctor.register,

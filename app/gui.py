@@ -38,19 +38,11 @@ class LocalBackend:
 
 
 def build_engine():
-    from .conversation.record import Conversation
+    from .conversation.store import new_record
     from .engine.engine import Engine
     from .engine.run import loading_note, open_audio, open_compute
-    from .paths import recordings_dir
 
-    return Engine(
-        open_compute,
-        open_audio,
-        new_record=lambda model, settings: Conversation.create(
-            recordings_dir(), model=model, settings=settings
-        ),
-        loading_note=loading_note,
-    )
+    return Engine(open_compute, open_audio, new_record=new_record, loading_note=loading_note)
 
 
 def saved_model_choice() -> dict[str, str]:

@@ -14,7 +14,6 @@ import queue
 import sys
 from pathlib import Path
 
-from ..audio.files import check_writable
 from ..errors import UserError
 
 
@@ -96,15 +95,14 @@ def _open_audio(args: argparse.Namespace):
 
 
 def _check_exports(paths: list[Path]) -> None:
-    kinds = {".txt", ".md", ".json", ".srt", ".vtt", ".wav"}
+    from ..conversation.record import check_export
+
     for path in paths:
-        if path.suffix.lower() not in kinds:
-            raise UserError(f"cannot export {path.name}: use one of {', '.join(sorted(kinds))}")
-        check_writable(path)
+        check_export(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..conversation.record import Conversation
+    from ..conversation.store import new_record as kept_record
     from ..engine.engine import Engine
     from ..engine.messages import (
         EngineState,
@@ -120,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
         TextPiece,
     )
     from ..engine.run import loading_note
-    from ..paths import recordings_dir
 
     _check_exports(args.export)
     config = _run_config(args)
@@ -135,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         """The engine's description, with chat's own sampling settings (greedy too), half duplex
         and the server's full address."""
         settings = {**about, "half_duplex": args.half_duplex, **vars(sampling)}
-        return Conversation.create(recordings_dir(), model=model, settings=settings)
+        return kept_record(model, settings)
 
     engine = Engine(load, open_audio, new_record=new_record, loading_note=loading_note)
     engine.start()

@@ -19,8 +19,9 @@ Turns and cues
 Autosave (:meth:`Conversation.create`)
     One folder per conversation, ``<data folder>/conversations/<YYYY-MM-DD_HH-MM-SS>``, holding
 
-    - ``meta.json``: format, version, sample rate, frame size, start time, model, settings;
-      rewritten with ``ended`` and ``frames`` when the conversation is closed cleanly;
+    - ``meta.json``: the fields of ``docs/conversation-store.md`` (format version 2); rewritten
+      with ``ended``, ``frames``, ``duration`` and ``title`` when the conversation is closed
+      cleanly (the store, ``app/conversation/store.py``, then compacts the tracks to FLAC);
     - ``user.f32`` and ``moshi.f32``: raw little-endian float32 mono PCM at 24 kHz, appended one
       frame after the other (frame ``i`` at byte ``i * 1920 * 4``; silence is written as zeros);
     - ``transcript.jsonl``: one ``{"frame": i, "time": t, "text": piece}`` line per piece.
@@ -40,8 +41,8 @@ Autosave (:meth:`Conversation.create`)
     into memory through its still-open files, and the record goes on in memory, as the record of a
     conversation without autosave does (about 11.5 MB per minute for both tracks).
 
-Export (:meth:`Conversation.export`) writes .txt, .md, .json, .srt, .vtt or a stereo .wav (left:
-the user, right: Moshi), atomically; a failure is a :class:`~app.errors.UserError` that names the
+Export (:meth:`Conversation.export`) writes .txt, .md, .json, .srt, .vtt or stereo audio (.wav,
+.flac, .ogg; left: the user, right: Moshi), atomically; a failure is a :class:`~app.errors.UserError` that names the
 path and leaves the record untouched.
 """
 
@@ -66,7 +67,7 @@ import soundfile
 
 from model.config import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 
-from ..audio.files import atomic_output
+from ..audio.files import atomic_output, check_writable
 from ..errors import UserError, io_reason
 from ..paths import recordings_dir
 
@@ -75,9 +76,8 @@ __all__ = [
     "FRAME_SIZE",
     "Conversation",
     "Cue",
-    "RecordingInfo",
     "Turn",
-    "list_recordings",
+    "check_export",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ FLUSH_FRAMES = 64
 """... and at least every this many frames (about 5 s), when frames come faster than real time."""
 
 FORMAT = "moshi-desktop-conversation"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the fields of docs/conversation-store.md at the top level, audio compacted to FLAC by the
+store (app/conversation/store.py); 1: model and settings only, raw float32 tracks."""
 META_FILE = "meta.json"
 USER_FILE = "user.f32"
 MOSHI_FILE = "moshi.f32"
@@ -110,7 +112,9 @@ _WRITE_BUFFER = 1 << 20  # bytes per file: about 11 s of audio, so only flushes 
 _SILENCE = np.zeros(FRAME_SIZE, np.float32)
 _SILENCE.flags.writeable = False
 
-EXPORT_KINDS = ("txt", "md", "json", "srt", "vtt", "wav")
+EXPORT_KINDS = ("txt", "md", "json", "srt", "vtt", "wav", "flac", "ogg")
+_AUDIO_KINDS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "OPUS")}
+"""Stereo audio exports: (libsndfile format, subtype); .ogg is Opus (lossy, small)."""
 
 
 @dataclass(frozen=True)
@@ -130,18 +134,6 @@ class Cue:
     start: float
     end: float
     text: str  # one or two lines, "\n" between them
-
-
-@dataclass(frozen=True)
-class RecordingInfo:
-    """A conversation folder on disk, as :func:`list_recordings` sees it (without reading audio)."""
-
-    path: Path
-    started: datetime | None
-    duration: float  # seconds of audio on disk
-    model: str
-    complete: bool  # closed cleanly (False: still running, or the app stopped without closing it)
-    preview: str  # the start of the transcript
 
 
 class Conversation:
@@ -356,7 +348,8 @@ class Conversation:
     def export(self, path: str | Path, kind: str | None = None) -> Path:
         """Write the conversation to `path` as `kind` (default: from the suffix), atomically.
 
-        Kinds: txt, md, json, srt, vtt, wav (stereo: left the user, right Moshi, 16-bit 24 kHz).
+        Kinds: txt, md, json, srt, vtt, and stereo audio (left the user, right Moshi, 24 kHz):
+        wav (16-bit), flac (24-bit, lossless) and ogg (Opus).
         Raises :class:`UserError` naming the path and the reason when it cannot be written; the
         record itself is never changed, so exporting again elsewhere works.
         """
@@ -371,8 +364,8 @@ class Conversation:
             raise UserError(f"cannot export to {path}: the folder {path.parent} does not exist")
         try:
             with atomic_output(path, "." + kind) as tmp:
-                if kind == "wav":
-                    self._write_wav(tmp)
+                if kind in _AUDIO_KINDS:
+                    self._write_audio(tmp, kind)
                 else:
                     _write_text(tmp, getattr(self, f"_{kind}")())
         except (OSError, soundfile.LibsndfileError) as e:
@@ -380,14 +373,14 @@ class Conversation:
         return path
 
     def _txt(self) -> str:
-        paragraphs = [f"[{_clock_text(t.start)}] {t.text}" for t in self.turns]
+        paragraphs = [f"[{clock_text(t.start)}] {t.text}" for t in self.turns]
         return "\n\n".join(paragraphs) + "\n" if paragraphs else ""
 
     def _md(self) -> str:
         lines = ["# Conversation with Moshi", ""]
         if self.started is not None:
             lines.append(f"- **Date:** {self.started.strftime('%Y-%m-%d %H:%M')}")
-        lines.append(f"- **Duration:** {_clock_text(self.duration)}")
+        lines.append(f"- **Duration:** {clock_text(self.duration)}")
         if self.model:
             lines.append(f"- **Model:** {_md_escape(self.model)}")
         if self.settings:
@@ -396,7 +389,7 @@ class Conversation:
         lines += ["", "## Transcript", ""]
         turns = self.turns
         for turn in turns:
-            lines += [f"**{_clock_text(turn.start)}** {_md_escape(turn.text)}", ""]
+            lines += [f"**{clock_text(turn.start)}** {_md_escape(turn.text)}", ""]
         if not turns:
             lines += ["*Moshi said nothing.*", ""]
         return "\n".join(lines)
@@ -434,12 +427,12 @@ class Conversation:
         )
         return "WEBVTT\n\n" + cues
 
-    def _write_wav(self, tmp: Path) -> None:
+    def _write_audio(self, tmp: Path, kind: str) -> None:
         n = self._frames
-        big = n * FRAME_SIZE * 4 > 0xFFFF0000  # past 4 GiB a wav needs RF64 (> 12 h)
-        with soundfile.SoundFile(
-            str(tmp), "w", SAMPLE_RATE, 2, "PCM_16", format="RF64" if big else "WAV"
-        ) as f:
+        file_format, subtype = _AUDIO_KINDS[kind]
+        if kind == "wav" and n * FRAME_SIZE * 4 > 0xFFFF0000:
+            file_format = "RF64"  # past 4 GiB a wav needs RF64 (> 12 h)
+        with soundfile.SoundFile(str(tmp), "w", SAMPLE_RATE, 2, subtype, format=file_format) as f:
             for start in range(0, n, _READ_BLOCK):  # a minute at a time: flat for any length
                 stop = min(n, start + _READ_BLOCK)
                 stereo = np.empty(((stop - start) * FRAME_SIZE, 2), np.float32)
@@ -577,7 +570,7 @@ class Conversation:
             except OSError as read_error:
                 log.error("the autosaved audio could not be read back", exc_info=True)
                 self.autosave_error += (
-                    f"; its first {_clock_text(_seconds(self._saved))} could not be read back "
+                    f"; its first {clock_text(_seconds(self._saved))} could not be read back "
                     f"({io_reason(read_error)}) and are silence"
                 )
                 saved = [np.zeros(0, np.float32)] * 2
@@ -598,57 +591,79 @@ class Conversation:
     def _write_meta(self, **end: Any) -> None:
         assert self.folder is not None
         meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "sample_rate": SAMPLE_RATE,
-            "frame_size": FRAME_SIZE,
-            "sample_format": "float32le",
-            "tracks": {"user": USER_FILE, "moshi": MOSHI_FILE},
-            "transcript": TRANSCRIPT_FILE,
             "started": self.started.isoformat() if self.started else None,
             "model": self.model,
             "settings": self.settings,
             "app_version": _app_version(),
+            "tracks": {"user": USER_FILE, "moshi": MOSHI_FILE},
+            "sample_format": "float32le",
         }
         for key, value in end.items():
             meta[key] = value.isoformat() if isinstance(value, datetime) else value
+        if "frames" in end:
+            meta["duration"] = _seconds(end["frames"])
+            meta["title"] = title_of(self._pieces)
+        meta = full_meta(meta, self.folder.name)
         with atomic_output(self.folder / META_FILE) as tmp:
             _write_text(tmp, json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
 
 
-def list_recordings(folder: str | Path | None = None) -> list[RecordingInfo]:
-    """The conversations saved under `folder` (default: where :meth:`Conversation.create` puts
-    them), newest first. Reads only each folder's meta data, file sizes and first pieces."""
-    folder = Path(folder) if folder is not None else recordings_dir()
-    if not folder.is_dir():
-        return []
-    found = []
-    for sub in folder.iterdir():
-        if not sub.is_dir() or sub.name.startswith("."):
-            continue
-        meta = _read_meta(sub)
-        sizes = [_size(sub / USER_FILE), _size(sub / MOSHI_FILE)]
-        if meta is None and not any(sizes):
-            continue
-        meta = meta or {}
-        preview = ""
-        for _, t in _read_pieces(sub / TRANSCRIPT_FILE, limit=40):
-            preview += t
-            if len(preview.strip()) >= 80:
-                break
-        found.append(
-            RecordingInfo(
-                path=sub,
-                started=_parse_time(meta.get("started")),
-                duration=_seconds(min(sizes) // _FRAME_BYTES),
-                model=str(meta.get("model", "")),
-                complete="ended" in meta,
-                preview=preview.strip(),
-            )
+def full_meta(meta: Mapping[str, Any], id: str) -> dict[str, Any]:
+    """`meta` (any earlier version) with every field of the current version: what was not
+    written is taken from ``settings`` or left empty."""
+    settings = dict(meta.get("settings") or {})
+    model = str(meta.get("model", ""))
+    server = settings.get("server") or (model if model.startswith(("ws://", "wss://")) else None)
+    sampling_keys = ("temperature", "top_k", "text_temperature", "text_top_k")
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "id": id,
+        "started": meta.get("started"),
+        "ended": meta.get("ended"),
+        "duration": meta.get("duration"),
+        "frames": meta.get("frames"),
+        "sample_rate": SAMPLE_RATE,
+        "frame_size": FRAME_SIZE,
+        "model": model,
+        "revision": settings.get("revision"),
+        "dtype": settings.get("dtype"),
+        "device": settings.get("device"),
+        "backend": server or "local",
+        "sampling": {k: settings[k] for k in sampling_keys if k in settings},
+        "seed": settings.get("seed"),
+        "app_version": meta.get("app_version") or settings.get("app_version"),
+        "title": meta.get("title", ""),
+        "title_from_user": bool(meta.get("title_from_user", False)),
+        "recovered": bool(meta.get("recovered", False)),
+        "transcript": TRANSCRIPT_FILE,
+        "settings": settings,
+    }
+    for key, value in meta.items():
+        out.setdefault(key, value)
+    return out
+
+
+def check_export(path: str | Path) -> None:
+    """A UserError now, before any work, when `path` is not a format :meth:`Conversation.export`
+    writes or cannot be written."""
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in EXPORT_KINDS:
+        raise UserError(
+            f"cannot export {path.name}: use one of {', '.join('.' + k for k in EXPORT_KINDS)}"
         )
-    oldest = datetime.min.replace(tzinfo=datetime.now().astimezone().tzinfo)
-    found.sort(key=lambda r: (r.started or oldest, r.path.name), reverse=True)
-    return found
+    check_writable(path)
+
+
+TITLE_WORDS = 8
+TITLE_CHARS = 60
+
+
+def title_of(pieces: list[tuple[int, str]]) -> str:
+    """The first words of the transcript: the title until the user gives one."""
+    words = "".join(t for _, t in pieces).split()[:TITLE_WORDS]
+    title = " ".join(words)
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -755,7 +770,7 @@ def _timestamp(ms: int, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _clock_text(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     """0:07, 12:34, 1:02:03."""
     h, rest = divmod(int(seconds), 3600)
     m, s = divmod(rest, 60)

@@ -68,6 +68,7 @@ from model.voices import (
     voices_folder,
 )
 
+from . import history_panel
 from .persona_box import PersonaBox
 from .settings import PERSONA_MAX, Settings, is_folder_source
 from .settings_dialog import SettingsDialog
@@ -222,6 +223,7 @@ class MainWindow(QMainWindow):
             self.resize(980, 640)
         self.on_state(EngineState.STOPPED)
         self._set_has_conversation(False)
+        self.history = history_panel.attach(self)  # the kept conversations, in a dock
 
     # --- building ---------------------------------------------------------------------------
 
@@ -731,6 +733,10 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_autosave(self, folder: str | None) -> None:
         self._saved_in = folder
+        if not hasattr(self, "not_kept_label"):  # keeping is off, or the autosave stopped
+            self.not_kept_label = QLabel("This conversation is not being saved to disk")
+            self.statusBar().addPermanentWidget(self.not_kept_label)
+        self.not_kept_label.setVisible(folder is None)
 
     @Slot(str)
     def on_exported(self, path: str) -> None:

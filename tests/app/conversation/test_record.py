@@ -25,7 +25,8 @@ import srt
 import webvtt
 
 from app.conversation import record as session
-from app.conversation.record import FRAME_SIZE, Conversation, list_recordings
+from app.conversation.record import FRAME_SIZE, Conversation
+from app.conversation.store import list_conversations
 from app.errors import UserError
 from app.paths import data_dir, log_dir, recordings_dir
 
@@ -408,13 +409,13 @@ def test_conversations_go_to_the_data_folder_one_folder_each(tmp_path):
     finally:
         first.close()
         second.close()
-    found = {r.path: r for r in list_recordings()}
-    assert found[second.folder].model == "b" and found[second.folder].complete
+    found = {r.folder: r for r in list_conversations(recordings_dir())}
+    assert found[second.folder].model == "b" and not found[second.folder].running
     assert found[second.folder].duration == pytest.approx(_t(9))
-    assert found[second.folder].preview == "Salut toi ici"
-    recordings = list_recordings()
+    assert found[second.folder].title == "Salut toi ici"
+    recordings = list_conversations(recordings_dir())
     assert [r.started for r in recordings] == sorted((r.started for r in recordings), reverse=True)
-    assert list_recordings(tmp_path / "nothing here") == []
+    assert list_conversations(tmp_path / "nothing here") == []
 
 
 def test_autosave_flushes_every_second_on_the_engine_thread(tmp_path, monkeypatch):
@@ -638,7 +639,7 @@ def test_the_autosave_survives_a_killed_process(tmp_path):
     np.testing.assert_array_equal(back.moshi_audio(), -want)
     assert back.pieces == [(_t(i), f" w{i}") for i in range(0, back.frames, 4)][: len(back.pieces)]
     assert len(back.pieces) >= len(range(0, flushed, 4))
-    assert [r.complete for r in list_recordings(tmp_path)] == [False]
+    assert json.loads((folder / "meta.json").read_text())["ended"] is None
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")

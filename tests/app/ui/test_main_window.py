@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QDockWidget
 
 from app.audio.from_file import FileAudio
 from app.conversation.record import Conversation
@@ -598,3 +599,12 @@ def test_before_the_first_start_the_window_says_what_it_takes(fake_window):
 def test_bad_input_samples_show_in_the_figures(fake_window):
     feed(fake_window, dataclasses.replace(stats(), silenced_samples=103))
     assert "silenced 103" in fake_window.drops_label.text()
+
+
+def test_the_window_says_while_talking_that_a_conversation_is_not_kept(fake_window):
+    feed(fake_window, Autosave(None), state("running"), AudioBlock(LOUD, LOUD, 0.0))
+    assert fake_window.not_kept_label.isVisible()
+    assert fake_window.not_kept_label.text() == "This conversation is not being saved to disk"
+    feed(fake_window, Autosave("/data/conversations/1"))
+    assert not fake_window.not_kept_label.isVisible()
+    assert fake_window.findChild(QDockWidget, "history").widget() is fake_window.history

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import native
+from .native import _cpu_identity, build_folder, status, turned_off, weight_times_rows
 from .products import weight_times, wide_blocks
 
 ROADS = ("native", "mkl", "torch")
@@ -33,9 +33,9 @@ _choices: dict[str, dict] | None = None  # shape -> {"road": ..., "ms": {road: m
 
 def cache_file() -> Path:
     key = hashlib.sha256()
-    for part in (native._cpu_identity(), torch.__version__, native.status()):
+    for part in (_cpu_identity(), torch.__version__, status()):
         key.update(part.encode())
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or native.build_folder().parent)
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or build_folder().parent)
     return root / f"moshi_desktop_choices_{key.hexdigest()[:12]}.json"
 
 
@@ -85,10 +85,10 @@ def _timed_roads(w: torch.Tensor) -> dict[str, float]:
     x = torch.randn(1, w.shape[1])
     cols = x.t()
     ms = {"torch": _time(lambda: F.linear(x, w))}
-    with native.turned_off():
+    with turned_off():
         blocks = wide_blocks(w)
         ms["mkl"] = _time(lambda: weight_times(w, cols, blocks))
-    if native.weight_times_rows() is not None:
+    if weight_times_rows() is not None:
         ms["native"] = _time(lambda: weight_times(w, cols))
     return ms
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ..mimi import Codebook
-from . import native
 from .choice import road_for
+from .native import turned_off
 from .products import KeepsCopies, cpu_fp32, no_grad_wanted, weight_times, wide_blocks
 
 
@@ -31,7 +31,7 @@ class Linear(KeepsCopies, nn.Linear):
     def remake_copies(self) -> None:
         self.blocks = None
         if getattr(self, "road", "mkl") == "mkl":
-            with native.turned_off():
+            with turned_off():
                 self.blocks = wide_blocks(self.weight)  # a wide weight read in column blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ class Linear(KeepsCopies, nn.Linear):
             return super().forward(x)
         cols = rows.contiguous().t()
         if self.road == "mkl":
-            with native.turned_off():
+            with turned_off():
                 y = weight_times(w, cols, self.blocks).t()  # [rows, out], a view
         else:
             y = weight_times(w, cols, self.blocks).t()

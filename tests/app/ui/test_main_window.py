@@ -211,7 +211,9 @@ def test_start_offers_the_download_when_the_model_is_missing(make_window, qtbot,
     class Missing(Backend):
         def make_fetch(self, config):
             return type(
-                "Fetch", (), {"events": None, "start": lambda s: None, "cancel": lambda s: None}
+                "Fetch",
+                (),
+                {"events": queue.Queue(), "start": lambda s: None, "cancel": lambda s: None},
             )()
 
     window = make_window(backend=Missing(cached=False))

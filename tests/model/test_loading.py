@@ -265,8 +265,9 @@ def test_int8_dtype_name() -> None:
     assert resolve_dtype("int8", cuda) == torch.bfloat16
     assert wants_int8("int8") is True
     assert wants_int8("auto") is None and wants_int8("float32") is None and wants_int8(None) is None
-    with pytest.raises(ValueError, match="int8"):
-        resolve_dtype("int4", cpu)
+    assert resolve_dtype("int4", cpu) == torch.float32  # int4 linears, the rest as for int8
+    with pytest.raises(ValueError, match="int8, int4"):
+        resolve_dtype("int2", cpu)
 
 
 # --- q8 files that do not fit --------------------------------------------------------------------

@@ -202,6 +202,27 @@ class EchoCancellingAudio(AudioIO):
         return getattr(self.inner, name)
 
 
+def available() -> str | None:
+    """None if the canceller can be made here, else why not (one sentence)."""
+    try:
+        check_available()
+    except EchoUnavailable as e:
+        return str(e)
+    return None
+
+
+def with_processing(audio: AudioIO, echo_cancellation: bool, noise: str = "off") -> AudioIO:
+    """`audio` with echo cancellation and noise suppression as asked; as it is when nothing is
+    asked, or when the package is unavailable (logged; the engine falls back to half duplex)."""
+    if not echo_cancellation and noise == "off":
+        return audio
+    why = available()
+    if why is not None:
+        log.warning("%s", why)
+        return audio
+    return EchoCancellingAudio(audio, echo_cancellation, noise)
+
+
 def describe(echo_cancellation: bool, noise: str) -> str:
     """One line for the user: what processes the microphone."""
     parts = ["echo cancellation on" if echo_cancellation else "echo cancellation off"]

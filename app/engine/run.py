@@ -27,6 +27,8 @@ class RunConfig:
     output_device: str | None = None
     input_file: Path | None = None  # instead of the microphone (tests, demos)
     server: str | None = None  # Kyutai's Moshi server (a ws:// or wss:// URL) instead of the model
+    echo_cancellation: bool = False  # cancel Moshi's echo from the microphone (app/audio/echo.py)
+    noise_suppression: str = "off"  # off, low, high
 
     @property
     def model_key(self) -> tuple:
@@ -67,8 +69,11 @@ def loading_note(config: RunConfig | None) -> str:
 
 def open_audio(config: RunConfig):
     from ..audio.devices import DeviceAudio
+    from ..audio.echo import with_processing
     from ..audio.from_file import FileAudio
 
     if config.input_file is not None:
-        return FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
-    return DeviceAudio(config.input_device, config.output_device)
+        audio = FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
+    else:
+        audio = DeviceAudio(config.input_device, config.output_device)
+    return with_processing(audio, config.echo_cancellation, config.noise_suppression)

@@ -105,6 +105,23 @@ def test_half_duplex_keeps_no_voice_moshi_did_not_hear(tiny_checkpoint, tmp_path
     assert frames[0, :, 0].any()  # before Moshi speaks, the user's voice is there
 
 
+def test_chat_echo_cancellation_flags_reach_the_record(tiny_checkpoint, tmp_path, capsys):
+    """--aec on a file (off by default there: a file has no echo): the voice Moshi heard went
+    through the canceller, and the JSON export says so, with the noise suppression level."""
+    _voice(tmp_path / "in.wav", 1.0)
+    export = tmp_path / "x.json"
+    args = ["chat", "--model", str(tiny_checkpoint), "--input-file", str(tmp_path / "in.wav")]
+    args += ["--trailing-silence", "0", "--aec", "--noise-suppression", "low"]
+    status = main([*args, "--export", str(export)])
+    assert status == 0, capsys.readouterr().err
+    settings = json.loads(export.read_text())["settings"]
+    assert settings["echo_cancellation"] is True and settings["noise_suppression"] == "low"
+    assert settings["half_duplex"] is False
+    status = main([*args[:-3], "--export", str(export)])
+    assert status == 0, capsys.readouterr().err
+    assert json.loads(export.read_text())["settings"]["echo_cancellation"] is False
+
+
 def test_a_load_error_of_several_lines_is_shown_whole(tiny_checkpoint, tmp_path, capsys):
     import shutil
 

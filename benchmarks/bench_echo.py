@@ -8,8 +8,8 @@ voice and noise; the app's own `EchoCancellingAudio` (app/audio/echo.py) process
 of 1920 samples as the engine reads them. Figures per room and delay:
 
 - ERLE: echo return loss enhancement, 10 log10(mic power / output power) with the user silent
-  (and noise 60 dB under the echo), from 2 s on; "converged" is the first time after which every
-  0.5 s window holding echo has ERLE >= 20 dB.
+  (and noise 60 dB under the echo), from 2 s on ("erle") and over the last 4 s ("steady");
+  "converged" is the first time after which every 0.5 s window holding echo has ERLE >= 20 dB.
 - double talk: SI-SDR of the output against the clean user voice, minus the microphone's own
   (the user and Moshi talk at once throughout; echo 5 dB louder than the user; noise 30 dB under
   the user), from 2 s on. WebRTC delays the voice by about 10 ms and high-passes it, a linear
@@ -140,6 +140,7 @@ def scenario(room_name: str, delay: float, seconds: float, seed: int = 0) -> dic
     figures["cpu_ms_per_s"] = frame_ms / FRAME_SECONDS  # the canceller's own cost, per frame
     mic = audio.echo + quiet[: len(audio.echo)]
     figures["erle_db"] = erle(mic, out, 2.0)
+    figures["steady_db"] = erle(mic, out, seconds - 4.0)  # the last 4 s
     figures["converged_s"] = converged_at(_windows(mic, out, audio.echo))
 
     # Double talk: both voices throughout; the echo 5 dB louder than the user, noise 30 dB under.
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     PACKAGE = args.package
     rows = measure(args.seconds, ["living room"], [0.1]) if args.quick else measure(args.seconds)
     columns = (
-        ("room", "{:>11}"), ("delay_ms", "{:>8}"), ("erle_db", "{:>7.1f}"), ("converged_s", "{:>11.1f}"),
+        ("room", "{:>11}"), ("delay_ms", "{:>8}"), ("erle_db", "{:>7.1f}"), ("steady_db", "{:>9.1f}"),
+        ("converged_s", "{:>11.1f}"),
         ("si_sdr_gain_db", "{:>14.1f}"), ("jump_first_s_db", "{:>15.1f}"), ("jump_after_db", "{:>13.1f}"),
         ("jump_recovered_s", "{:>16.1f}"), ("cpu_ms_per_s", "{:>12.1f}"),
     )  # fmt: skip

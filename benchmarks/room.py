@@ -10,8 +10,9 @@ different speakers ("Moshi" higher, "the user" lower).
 Room impulse responses use the exponential-decay method (Polack's statistical model): a direct
 path, a few sparse early reflections between 2 and 25 ms, and a diffuse tail of Gaussian noise
 under an envelope exp(-6.91 t / RT60) that reaches -60 dB at RT60, low-passed a little (walls
-absorb the highs). Three rooms: RT60 of 0.2 s (a furnished office), 0.4 s (a living room) and
-0.6 s (a kitchen). The echo path is then a delay (20-200 ms: the devices' buffers) and a gain.
+absorb the highs), scaled to a direct-to-reverberant ratio (DRR) as a laptop's microphone sees
+its own speakers 10-20 cm away. Three rooms: RT60 0.2 s and DRR 10 dB (a furnished office),
+0.4 s and 6 dB (a living room), 0.6 s and 3 dB (a kitchen). The echo path is then a delay (20-200 ms: the devices' buffers) and a gain.
 numpy only: no scipy or pyroomacoustics (neither installs with the app).
 """
 
@@ -27,7 +28,9 @@ VOWELS = (
     (530, 1840, 2480),
     (570, 840, 2410),
 )
-ROOMS = {"office": 0.2, "living room": 0.4, "kitchen": 0.6}  # RT60 in seconds
+# RT60 in seconds and the direct-to-reverberant ratio (dB) at a laptop's microphone, 10-20 cm
+# from its speakers: the direct path dominates, less so in a livelier room.
+ROOMS = {"office": (0.2, 10.0), "living room": (0.4, 6.0), "kitchen": (0.6, 3.0)}
 
 
 def _formants(x: np.ndarray, formants: tuple, rate: int) -> np.ndarray:
@@ -66,18 +69,20 @@ def voice(seconds: float, seed: int, pitch: tuple[float, float], rate: int = RAT
     return (0.5 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
 
 
-def rir(rt60: float, seed: int, rate: int = RATE) -> np.ndarray:
-    """A room impulse response by the exponential-decay method (see the module's note), direct
-    path at sample 0, scaled to unit energy."""
+def rir(room: tuple[float, float], seed: int, rate: int = RATE) -> np.ndarray:
+    """A room impulse response by the exponential-decay method (see the module's note): `room`
+    is (RT60 in s, direct-to-reverberant ratio in dB); the direct path at sample 0; unit energy."""
+    rt60, drr_db = room
     rng = np.random.default_rng(seed)
     n = int(rt60 * rate)
     t = np.arange(n) / rate
-    h = rng.standard_normal(n) * np.exp(-6.91 * t / rt60) * 0.25
+    h = rng.standard_normal(n) * np.exp(-6.91 * t / rt60)
     h[: int(0.002 * rate)] = 0.0  # the tail starts after the first reflection
     for _ in range(6):  # early reflections: walls, desk, ceiling
-        h[int(rng.uniform(0.002, 0.025) * rate)] += rng.uniform(-0.6, 0.6)
+        h[int(rng.uniform(0.002, 0.025) * rate)] += rng.uniform(-3, 3)
+    h = np.convolve(h, np.ones(3) / 3, mode="same")  # walls absorb the highs
+    h *= 10 ** (-drr_db / 20) / np.sqrt(h @ h)  # the reverberant part, under the direct path
     h[0] = 1.0
-    h[1:] = np.convolve(h[1:], np.ones(3) / 3, mode="same")  # walls absorb the highs
     return h / np.sqrt(h @ h)  # unit energy: the echo's level is the path's gain
 
 
@@ -121,7 +126,7 @@ class RoomAudio:
         self.echo = np.zeros(n)
         self.frames = n // FRAME_SIZE
         self._read = self._written = 0
-        self.reported_delay_ms = 0.0  # what stats() reports of the path (0: nothing reported)
+        self.reported_delay_ms = 1000 * delay  # what stats() reports of the path (not the jump)
 
     finished = property(lambda self: self._read >= self.frames)
 
@@ -141,12 +146,21 @@ class RoomAudio:
         )
         d, h, p = int(round(delay * self.rate)), self.room, self._pad
         segment = self.played[p + start - d - len(h) + 1 : p + end - d]
-        wet = np.convolve(segment, h, mode="valid")
+        wet = self._convolve_valid(segment)
         self.echo[start:end] = wet * self.gain
         self._read += 1
         return (self.user[start:end] + self.noise[start:end] + self.echo[start:end]).astype(
             np.float32
         )
+
+    def _convolve_valid(self, segment: np.ndarray) -> np.ndarray:
+        """np.convolve(segment, room, "valid") by FFT (the room's spectrum computed once)."""
+        n = len(segment)
+        if getattr(self, "_segment", 0) != n:
+            self._segment, self._fft_size = n, 1 << int(np.ceil(np.log2(n)))
+            self._spectrum = np.fft.rfft(self.room, self._fft_size)
+        full = np.fft.irfft(np.fft.rfft(segment, self._fft_size) * self._spectrum, self._fft_size)
+        return full[len(self.room) - 1 : n]
 
     def write_frame(self, pcm) -> None:
         f = self.frame_size

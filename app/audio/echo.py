@@ -156,7 +156,7 @@ class EchoCancellingAudio(AudioIO):
         check_available()
         self.inner = inner
         self.realtime = inner.realtime
-        self.echo_cancellation, self.noise = echo_cancellation, noise
+        self.echo_cancellation, self.noise_suppression = echo_cancellation, noise
         self.canceller = EchoCanceller(echo_cancellation, noise)
         self.processing_ms = 0.0  # the last frame's cost
         self._total_ms = 0.0
@@ -167,7 +167,7 @@ class EchoCancellingAudio(AudioIO):
         return self.inner.finished
 
     def start(self) -> None:
-        self.canceller = EchoCanceller(self.echo_cancellation, self.noise)
+        self.canceller = EchoCanceller(self.echo_cancellation, self.noise_suppression)
         self.inner.start()
 
     def stop(self) -> None:

@@ -290,7 +290,7 @@ class Engine:
             settings.update(dataclasses.asdict(sampling))
         # What processed the user's voice before Moshi heard it (and the record keeps).
         settings["echo_cancellation"] = bool(getattr(self.audio, "echo_cancellation", False))
-        settings["noise_suppression"] = getattr(self.audio, "noise", "off")
+        settings["noise_suppression"] = getattr(self.audio, "noise_suppression", "off")
         settings["app_version"] = __version__
         model = "" if config is None else (config.server or config.model)
         return model, settings

@@ -41,7 +41,9 @@ def _room(delay=0.1, user=None, **kwargs):
     moshi = room.voice(SECONDS, 1, (170, 250))
     user = np.zeros(n) if user is None else user
     noise = np.random.default_rng(0).standard_normal(n) * 1e-4
-    audio = room.RoomAudio(user, noise, room.rir(0.3, 3), delay, 0.7, **kwargs)
+    audio = room.RoomAudio(
+        user, noise, room.rir(room.ROOMS["living room"], 3), delay, 0.7, **kwargs
+    )
     return audio, moshi
 
 

@@ -393,6 +393,7 @@ class MainWindow(QMainWindow):
             input_device=s.input_device,
             output_device=s.output_device,
             server=s.server_url if s.backend == "remote" else None,
+            echo_cancellation=True,  # talk without headphones (app/audio/echo.py)
         )
 
     @Slot()
@@ -522,6 +523,10 @@ class MainWindow(QMainWindow):
         if state is EngineState.LOADING:
             return "Loading the model…", 0
         if state is EngineState.RUNNING and not self.settings.half_duplex:
+            from ..audio.echo import available
+
+            if available() is None:  # the canceller runs: speakers are fine (issue 24)
+                return "Echo cancellation on: speakers are fine.", 8000
             # Short enough to fit beside the status figures at the window's usual width.
             return "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
         if state is EngineState.FINISHED:

@@ -6,8 +6,10 @@ no download) with `--input-file`, and its audio opener is swapped for `room.Room
 plays the same file as the user's voice plus the echo of every frame Moshi says (living room, 100
 ms delay). The figure is the share of 80 ms frames whose first-codebook Mimi codes of what Moshi
 heard (the export's left channel: the record keeps the voice after the canceller) equal those of
-the clean file. A random Mimi maps audio to codes less smoothly than a trained one, so the share
-is a lower bound of what the canceller buys, not Moshi's accuracy.
+the clean file. A tiny random Mimi's own first codebook gives one code to everything, so its
+first codebook is fitted here (k-means, 16 centroids) to the clean input's projected latents: a
+random encoder with a data-fitted codebook, a stand-in for the trained Mimi (none offline), which
+shows whether the canceller brings what Moshi hears back to the clean input, not Moshi's accuracy.
 
     python benchmarks/end_to_end_echo.py [--seconds 8]
 """
@@ -15,6 +17,7 @@ is a lower bound of what the canceller buys, not Moshi's accuracy.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,17 +30,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import room as sim  # noqa: E402
 
 
-def first_codes(audio: np.ndarray, model_folder: Path) -> np.ndarray:
-    """The first codebook's code of each frame of `audio` (24 kHz), by the checkpoint's Mimi."""
+def latents(audio: np.ndarray, model_folder: Path) -> np.ndarray:
+    """What the checkpoint's Mimi gives its first codebook for each frame of `audio` (24 kHz):
+    the latent through the first quantizer's input projection # [T, D]."""
     import torch
 
     from app.engine.local import locate
     from model.checkpoint import load_mimi
 
     mimi = load_mimi(locate(str(model_folder), None, True))
+    seen = {}
+    encode = mimi.quantizer.encode
+
+    def keep(latent):
+        seen["latent"] = latent
+        return encode(latent)
+
+    mimi.quantizer.encode = keep
     with torch.no_grad():
-        codes = mimi.encode(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None, None])
-    return codes[0, 0].numpy()  # [T]
+        mimi.encode(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None, None])
+        x = mimi.quantizer.rvq_first.input_proj(seen["latent"])  # [1, D, T]
+    return x[0].T.numpy().astype(np.float64)
+
+
+def fit_codebook(x: np.ndarray, bins: int = 16, seed: int = 0) -> np.ndarray:
+    """k-means centroids [bins, D] of `x` [T, D] (20 Lloyd iterations from random frames)."""
+    rng = np.random.default_rng(seed)
+    centroids = x[rng.choice(len(x), bins, replace=False)]
+    for _ in range(20):
+        codes = nearest(x, centroids)
+        for k in range(bins):
+            if np.any(codes == k):
+                centroids[k] = x[codes == k].mean(axis=0)
+    return centroids
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return ((x[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(axis=1)
 
 
 def agreement(aec: bool, seconds: float = 8.0, folder: Path | None = None) -> float:
@@ -64,6 +93,8 @@ def agreement(aec: bool, seconds: float = 8.0, folder: Path | None = None) -> fl
             return with_processing(audio, chat._echo_cancellation(args), args.noise_suppression)
 
         original, chat._open_audio = chat._open_audio, open_room
+        data = os.environ.get("XDG_DATA_HOME")
+        os.environ["XDG_DATA_HOME"] = str(tmp)  # the autosave goes in the temp folder
         try:
             export = tmp / "heard.wav"
             flag = "--aec" if aec else "--no-aec"
@@ -71,11 +102,17 @@ def agreement(aec: bool, seconds: float = 8.0, folder: Path | None = None) -> fl
             status = main([*args, "--seed", "1", "--export", str(export)])
         finally:
             chat._open_audio = original
+            if data is None:
+                os.environ.pop("XDG_DATA_HOME")
+            else:
+                os.environ["XDG_DATA_HOME"] = data
         if status != 0:
             raise RuntimeError(f"chat failed ({status})")
         heard = soundfile.read(export, dtype="float32")[0][: len(user), 0]
-        clean, got = first_codes(user, folder), first_codes(heard, folder)
-    return float(np.mean(clean[1:] == got[1:]))  # the first frame holds no echo yet
+        clean, got = latents(user, folder), latents(heard, folder)
+    codebook = fit_codebook(clean)
+    agree = nearest(clean, codebook) == nearest(got, codebook)
+    return float(np.mean(agree[1:]))  # the first frame holds no echo yet
 
 
 def main(argv: list[str] | None = None) -> int:

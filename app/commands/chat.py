@@ -328,6 +328,8 @@ class StatusLine:
         silenced = (
             f", silenced {stats.silenced_samples} bad samples" if stats.silenced_samples else ""
         )
+        if "audio processing" in stats.ms_per_frame:  # the echo canceller's cost
+            speed += f", echo cancellation {stats.ms_per_frame['audio processing']:.1f} ms/frame"
         self.say(
             f"[{stats.elapsed:.0f} s: {speed}, latency {stats.latency_ms:.0f} ms, dropped "
             f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}{silenced}]"

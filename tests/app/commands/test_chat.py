@@ -148,3 +148,19 @@ def test_chat_runs_the_model_with_a_lora(tmp_path):
     config = _run_config(args)
     assert config.lora == str(tmp_path / "lora")
     assert config.model_key != _run_config(build_parser().parse_args(["chat"])).model_key
+
+
+def test_the_status_line_shows_the_echo_cancellers_cost(capsys):
+    from types import SimpleNamespace
+
+    from app.commands.chat import StatusLine
+
+    status = StatusLine(every=1.0)
+    status.active = True
+    ms = {"total": 50.0, "audio processing": 1.25}
+    stats = SimpleNamespace(
+        elapsed=2.0, remote=None, ms_per_frame=ms, rtf=0.6, latency_ms=300.0,
+        dropped_frames=0, underruns=0, overruns=0, silenced_samples=0,
+    )  # fmt: skip
+    status.show(stats)
+    assert "echo cancellation 1.2 ms/frame" in capsys.readouterr().err

@@ -393,7 +393,8 @@ class MainWindow(QMainWindow):
             input_device=s.input_device,
             output_device=s.output_device,
             server=s.server_url if s.backend == "remote" else None,
-            echo_cancellation=True,  # talk without headphones (app/audio/echo.py)
+            echo_cancellation=s.echo_cancellation,  # talk without headphones (app/audio/echo.py)
+            noise_suppression=s.noise_suppression,
         )
 
     @Slot()

@@ -28,6 +28,7 @@ from model.files import DEVICES, DTYPES, is_repo_id
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"
 
+NOISE_LEVELS = ("off", "low", "high")  # as app/audio/echo.py's
 BACKENDS = ("local", "remote")  # Moshi runs on this machine, or on Kyutai's server
 
 
@@ -56,6 +57,8 @@ class Key(Enum):
     INPUT_DEVICE = "audio/input_device"
     OUTPUT_DEVICE = "audio/output_device"
     HALF_DUPLEX = "audio/half_duplex"
+    ECHO_CANCELLATION = "audio/echo_cancellation"
+    NOISE_SUPPRESSION = "audio/noise_suppression"
     WINDOW_GEOMETRY = "window/geometry"
     WINDOW_STATE = "window/state"
     LAST_EXPORT_FOLDER = "export/last_folder"
@@ -211,6 +214,8 @@ _SPECS: dict[Key, _Spec] = {
     Key.INPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.OUTPUT_DEVICE: _Spec(None, _optional(_text), _store_text),
     Key.HALF_DUPLEX: _Spec(False, _bool),
+    Key.ECHO_CANCELLATION: _Spec(True, _bool),  # talk without headphones (app/audio/echo.py)
+    Key.NOISE_SUPPRESSION: _Spec("off", _one_of(NOISE_LEVELS)),
     Key.WINDOW_GEOMETRY: _Spec(None, _optional(_bytes), _store_bytes),
     Key.WINDOW_STATE: _Spec(None, _optional(_bytes), _store_bytes),
     Key.LAST_EXPORT_FOLDER: _Spec(None, _optional(_folder), _store_text),
@@ -254,6 +259,8 @@ class Settings:
     input_device = _Setting[str | None](Key.INPUT_DEVICE)  # a device name; None: the default
     output_device = _Setting[str | None](Key.OUTPUT_DEVICE)
     half_duplex = _Setting[bool](Key.HALF_DUPLEX)
+    echo_cancellation = _Setting[bool](Key.ECHO_CANCELLATION)
+    noise_suppression = _Setting[str](Key.NOISE_SUPPRESSION)  # one of NOISE_LEVELS
     window_geometry = _Setting[bytes | None](Key.WINDOW_GEOMETRY)
     window_state = _Setting[bytes | None](Key.WINDOW_STATE)
     last_export_folder = _Setting[Path | None](Key.LAST_EXPORT_FOLDER)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile
 
 from app.cli import main
@@ -105,6 +106,7 @@ def test_half_duplex_keeps_no_voice_moshi_did_not_hear(tiny_checkpoint, tmp_path
     assert frames[0, :, 0].any()  # before Moshi speaks, the user's voice is there
 
 
+@pytest.mark.slow  # two conversations: about 10 s
 def test_chat_echo_cancellation_flags_reach_the_record(tiny_checkpoint, tmp_path, capsys):
     """--aec on a file (off by default there: a file has no echo): the voice Moshi heard went
     through the canceller, and the JSON export says so, with the noise suppression level."""

@@ -23,8 +23,9 @@ RUNTIME_HOOKS = [ROOT / "packaging" / "pyi_rth_portaudio.py"]
 DATAS = [(str(appinfo.RESOURCES), "app/resources")]
 
 # Packages whose data files PyInstaller's hooks leave out: sentencepiece's normalization tables,
-# which training a tokenizer (the tiny model of `self-test`) reads.
-DATA_PACKAGES = ["sentencepiece"]
+# which training a tokenizer (the tiny model of `self-test`) reads; livekit's FFI library
+# (rtc/resources/liblivekit_ffi.*, loaded by ctypes: the echo canceller, app/audio/echo.py).
+DATA_PACKAGES = ["sentencepiece", "livekit"]
 
 # Installed metadata the frozen app reads with importlib.metadata: our own (`app.__version__`,
 # from pyproject.toml) and the versions the About dialog and `self-test` show.

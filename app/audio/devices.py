@@ -331,6 +331,17 @@ class DeviceAudio(AudioIO):
             self._playback.push(np.repeat(pcm[:, None], self.output_channels, axis=1))
         self._frames_written += 1
 
+    def stream_latencies_ms(self) -> tuple[float, float]:
+        """PortAudio's reported (input, output) stream latencies now, in ms (0 before start): part
+        of the delay from a played sample to its echo, which the echo canceller is told."""
+        latencies = [0.0, 0.0]
+        for i, stream in enumerate(self._streams[:2]):
+            try:
+                latencies[i] = 1000 * float(stream.latency)
+            except Exception:  # a stream that closed or vanished
+                pass
+        return latencies[0], latencies[1]
+
     def stats(self) -> AudioStats:
         ms_in, ms_out = 1000 / self.input_rate, 1000 / self.output_rate
         playback = self._playback

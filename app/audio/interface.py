@@ -34,6 +34,7 @@ class AudioStats:
     frames_read: int = 0
     frames_written: int = 0
     silenced_samples: int = 0  # NaN or infinite input samples, replaced by silence
+    processing_ms: float = 0.0  # echo cancellation and noise suppression, per frame (mean)
 
 
 def silence_nonfinite(pcm: np.ndarray) -> int:

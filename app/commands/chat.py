@@ -67,6 +67,21 @@ def register(subparsers) -> None:
         help="mute the microphone while Moshi speaks (when not using headphones)",
     )
     parser.add_argument(
+        "--aec",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cancel the echo of Moshi's voice from the microphone, to talk without headphones "
+        "(default: on with the speakers, off with --input-file); half duplex instead if the "
+        "canceller is unavailable",
+    )
+    parser.add_argument(
+        "--noise-suppression",
+        choices=("off", "low", "high"),
+        default="off",
+        metavar="LEVEL",
+        help="suppress steady noise in the microphone: off (default), low or high",
+    )
+    parser.add_argument(
         "--export",
         type=Path,
         nargs="+",
@@ -78,20 +93,28 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _echo_cancellation(args: argparse.Namespace) -> bool:
+    """--aec as given; by default on with the speakers, off with an input file (no echo)."""
+    return args.input_file is None if args.aec is None else args.aec
+
+
 def _open_audio(args: argparse.Namespace):
     from ..audio.devices import DeviceAudio
+    from ..audio.echo import with_processing
     from ..audio.from_file import FileAudio
 
     if args.input_file is not None:
-        return FileAudio(
+        audio = FileAudio(
             args.input_file,
             args.output_file,
             realtime=args.realtime or args.server is not None,  # a server talks in real time
             trailing_silence=args.trailing_silence,
         )
-    if args.output_file is not None:
+    elif args.output_file is not None:
         raise UserError("--output-file needs --input-file (live audio plays on the speakers)")
-    return DeviceAudio(args.input_device, args.output_device)
+    else:
+        audio = DeviceAudio(args.input_device, args.output_device)
+    return with_processing(audio, _echo_cancellation(args), args.noise_suppression)
 
 
 def _check_exports(paths: list[Path]) -> None:
@@ -131,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     def new_record(_model: str, about: dict):
         """The engine's description, with chat's own sampling settings (greedy too), half duplex
         and the server's full address."""
-        settings = {**about, "half_duplex": args.half_duplex, **vars(sampling)}
+        settings = {**about, "half_duplex": engine.half_duplex, **vars(sampling)}
         return kept_record(model, settings)
 
     engine = Engine(load, open_audio, new_record=new_record, loading_note=loading_note)
@@ -204,6 +227,8 @@ def _run_config(args: argparse.Namespace):
         server=args.server,
         voice=voice,
         persona=persona,
+        echo_cancellation=_echo_cancellation(args),
+        noise_suppression=args.noise_suppression,
     )
 
 
@@ -221,8 +246,14 @@ def _say(state, args: argparse.Namespace, server: str, detail: str = "") -> None
         if args.server is not None:
             print(f"Connected to {server}.", file=sys.stderr)
         if args.input_file is None:
+            from ..audio.echo import available
+
+            if _echo_cancellation(args) and available() is None:
+                hint = "echo cancellation on: speakers are fine"
+            else:
+                hint = "headphones recommended"
             print(
-                "Listening: talk to Moshi (headphones recommended). Ctrl+C ends the conversation.",
+                f"Listening: talk to Moshi ({hint}). Ctrl+C ends the conversation.",
                 file=sys.stderr,
             )
     elif state in lines and not (state is EngineState.LOADING and args.server is not None):
@@ -305,6 +336,8 @@ class StatusLine:
         silenced = (
             f", silenced {stats.silenced_samples} bad samples" if stats.silenced_samples else ""
         )
+        if "audio processing" in stats.ms_per_frame:  # the echo canceller's cost
+            speed += f", echo cancellation {stats.ms_per_frame['audio processing']:.1f} ms/frame"
         self.say(
             f"[{stats.elapsed:.0f} s: {speed}, latency {stats.latency_ms:.0f} ms, dropped "
             f"{stats.dropped_frames}, xruns {stats.underruns + stats.overruns}{silenced}]"

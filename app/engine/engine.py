@@ -229,6 +229,7 @@ class Engine:
         else:
             self._apply_persona(config)  # from the next conversation
         self._config = config
+        self._fall_back_to_half_duplex(config)
         self._connect()
 
     def _apply_persona(self, config) -> None:
@@ -251,6 +252,21 @@ class Engine:
         except UserError as e:
             log.warning("cannot use the voice or persona: %s", e)
             self._emit(ErrorEvent(str(e)))
+    def _fall_back_to_half_duplex(self, config: RunConfig) -> None:
+        """Echo cancellation asked for but unavailable: half duplex instead, said once a start."""
+        if not getattr(config, "echo_cancellation", False):
+            return
+        from ..audio.echo import available
+
+        why = available()
+        if why is not None:
+            self.half_duplex = True
+            self._emit(
+                Notice(
+                    f"{why[0].upper()}{why[1:]}. Half duplex instead: your microphone is "
+                    "muted while Moshi speaks."
+                )  # fmt: skip
+            )
 
     def _connect(self) -> None:
         """Connect; the audio opens once the far end is ready (at once for a local model)."""
@@ -267,9 +283,9 @@ class Engine:
             self._set_state(EngineState.WAITING)
 
     def _open_audio_and_run(self) -> None:
-        self._ensure_record()
         audio, self._opened_audio = self._opened_audio, None
         self.audio = audio if audio is not None else self._open_audio(self._config)
+        self._ensure_record()  # it says whether the echo canceller is on
         self.audio.start()
         self._overrun_frames = self._overrun_frames_now()
         self._set_state(EngineState.RUNNING)
@@ -299,6 +315,9 @@ class Engine:
                     settings[key] = getattr(config, key)
         if sampling is not None:
             settings.update(dataclasses.asdict(sampling))
+        # What processed the user's voice before Moshi heard it (and the record keeps).
+        settings["echo_cancellation"] = bool(getattr(self.audio, "echo_cancellation", False))
+        settings["noise_suppression"] = getattr(self.audio, "noise_suppression", "off")
         settings["app_version"] = __version__
         model = "" if config is None else (config.server or config.model)
         return model, settings
@@ -429,7 +448,9 @@ class Engine:
             self._emit(TextPiece(result.text, now))
         moshi = result.pcm if result.pcm is not None else np.zeros(FRAME_SIZE, np.float32)
         self._emit(AudioBlock(heard, moshi, now))
-        self._timing.add({**result.ms, "total": compute_ms})
+        processing_ms = getattr(audio, "processing_ms", None)  # echo cancellation, if on
+        extra = {"audio processing": processing_ms} if processing_ms is not None else {}
+        self._timing.add({**result.ms, "total": compute_ms, **extra})
         self._frame += 1
         if self._frame % _STATS_EVERY == 0:
             self._emit(self._stats(now))

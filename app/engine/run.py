@@ -32,6 +32,8 @@ class RunConfig:
     # persona (role text) of the next conversation; None: not asked (a Moshi takes neither).
     voice: str | None = None
     persona: str | None = None
+    echo_cancellation: bool = False  # cancel Moshi's echo from the microphone (app/audio/echo.py)
+    noise_suppression: str = "off"  # off, low, high
 
     @property
     def model_key(self) -> tuple:
@@ -78,8 +80,11 @@ def loading_note(config: RunConfig | None) -> str:
 
 def open_audio(config: RunConfig):
     from ..audio.devices import DeviceAudio
+    from ..audio.echo import with_processing
     from ..audio.from_file import FileAudio
 
     if config.input_file is not None:
-        return FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
-    return DeviceAudio(config.input_device, config.output_device)
+        audio = FileAudio(config.input_file, realtime=True, trailing_silence=5.0)
+    else:
+        audio = DeviceAudio(config.input_device, config.output_device)
+    return with_processing(audio, config.echo_cancellation, config.noise_suppression)

@@ -449,6 +449,8 @@ class MainWindow(QMainWindow):
             server=s.server_url if s.backend == "remote" else None,
             voice=s.voice if self._takes_persona else None,
             persona=s.persona if self._takes_persona else None,
+            echo_cancellation=s.echo_cancellation,  # talk without headphones (app/audio/echo.py)
+            noise_suppression=s.noise_suppression,
         )
 
     # --- PersonaPlex's voice and persona -------------------------------------------------------
@@ -677,6 +679,10 @@ class MainWindow(QMainWindow):
         if state is EngineState.LOADING:
             return "Loading the model…", 0
         if state is EngineState.RUNNING and not self.settings.half_duplex:
+            from ..audio.echo import available
+
+            if available() is None:  # the canceller runs: speakers are fine (issue 24)
+                return "Echo cancellation on: speakers are fine.", 8000
             # Short enough to fit beside the status figures at the window's usual width.
             return "Use headphones, or Half duplex: Moshi hears itself in speakers.", 8000
         if state is EngineState.FINISHED:

@@ -29,6 +29,7 @@ from model.voices import DEFAULT_PERSONA, DEFAULT_VOICE, is_voice_name
 ORGANIZATION = "moshi-desktop"
 APPLICATION = "moshi-desktop"
 
+NOISE_LEVELS = ("off", "low", "high")  # as app/audio/echo.py's
 BACKENDS = ("local", "remote")  # Moshi runs on this machine, or on Kyutai's server
 
 
@@ -62,6 +63,8 @@ class Key(Enum):
     HALF_DUPLEX = "audio/half_duplex"
     VOICE = "persona/voice"
     PERSONA = "persona/text"
+    ECHO_CANCELLATION = "audio/echo_cancellation"
+    NOISE_SUPPRESSION = "audio/noise_suppression"
     WINDOW_GEOMETRY = "window/geometry"
     WINDOW_STATE = "window/state"
     LAST_EXPORT_FOLDER = "export/last_folder"
@@ -235,6 +238,8 @@ _SPECS: dict[Key, _Spec] = {
     Key.HALF_DUPLEX: _Spec(False, _bool),
     Key.VOICE: _Spec(DEFAULT_VOICE, _voice),
     Key.PERSONA: _Spec(DEFAULT_PERSONA, _persona),
+    Key.ECHO_CANCELLATION: _Spec(True, _bool),  # talk without headphones (app/audio/echo.py)
+    Key.NOISE_SUPPRESSION: _Spec("off", _one_of(NOISE_LEVELS)),
     Key.WINDOW_GEOMETRY: _Spec(None, _optional(_bytes), _store_bytes),
     Key.WINDOW_STATE: _Spec(None, _optional(_bytes), _store_bytes),
     Key.LAST_EXPORT_FOLDER: _Spec(None, _optional(_folder), _store_text),
@@ -282,6 +287,8 @@ class Settings:
     # PersonaPlex's: a packaged voice's name, or a voice file's absolute path; the role text
     voice = _Setting[str](Key.VOICE)
     persona = _Setting[str](Key.PERSONA)
+    echo_cancellation = _Setting[bool](Key.ECHO_CANCELLATION)
+    noise_suppression = _Setting[str](Key.NOISE_SUPPRESSION)  # one of NOISE_LEVELS
     window_geometry = _Setting[bytes | None](Key.WINDOW_GEOMETRY)
     window_state = _Setting[bytes | None](Key.WINDOW_STATE)
     last_export_folder = _Setting[Path | None](Key.LAST_EXPORT_FOLDER)

@@ -72,6 +72,7 @@ SERVER_NOTE = (
 CUSTOM = "custom"  # model combo data of "Custom repository…"
 FOLDER = "folder"  # model combo data of "Local folder…"
 
+NOISE_CHOICES = {"off": "Off", "low": "Low", "high": "High"}
 DEVICE_CHOICES = {
     "auto": "Automatic (CUDA, then MPS, then CPU)",
     "cpu": "CPU",
@@ -99,6 +100,8 @@ NEXT_START_KEYS = {  # the audio opens, and the model loads if it is another, at
     Key.DTYPE: "the data type",
     Key.INPUT_DEVICE: "the audio devices",
     Key.OUTPUT_DEVICE: "the audio devices",
+    Key.ECHO_CANCELLATION: "echo cancellation",
+    Key.NOISE_SUPPRESSION: "noise suppression",
 }
 # only as the model loads
 AT_LOAD_KEYS = {Key.SEED: "the seed", Key.OFFLINE: "offline mode", Key.THREADS: "the CPU threads"}
@@ -366,7 +369,7 @@ class SettingsDialog(QDialog):
         form = _form()
         form.addRow(_label("&Device:", self.device_combo), self.device_combo)
         form.addRow(_label("Data t&ype:", self.dtype_combo), self.dtype_combo)
-        form.addRow(_label("&CPU threads:", self.threads_edit), self.threads_edit)
+        form.addRow(_label("CPU threads:", self.threads_edit), self.threads_edit)
         self.compute_group = _group("Compute", form)
         return self.compute_group
 
@@ -383,7 +386,15 @@ class SettingsDialog(QDialog):
         form.addRow(_label("O&utput:", self.output_combo), self.output_combo)
         form.addRow("", self.half_duplex_check)
         form.addRow("", half_duplex_note)
+        self._echo_rows(form)
         return _group("Audio", form)
+
+    def _echo_rows(self, form: QFormLayout) -> None:
+        """Echo cancellation and noise suppression (app/audio/echo.py)."""
+        self.echo_check = QCheckBox("Echo &cancellation (talk without headphones)")
+        self.noise_combo = _choice_combo("Noise suppression", NOISE_CHOICES)
+        form.addRow("", self.echo_check)
+        form.addRow(_label("Back&ground noise suppression:", self.noise_combo), self.noise_combo)
 
     # --- Values ----------------------------------------------------------------------------------
 
@@ -428,6 +439,8 @@ class SettingsDialog(QDialog):
             Key.INPUT_DEVICE: self.input_combo.currentData(),
             Key.OUTPUT_DEVICE: self.output_combo.currentData(),
             Key.HALF_DUPLEX: self.half_duplex_check.isChecked(),
+            Key.ECHO_CANCELLATION: self.echo_check.isChecked(),
+            Key.NOISE_SUPPRESSION: self.noise_combo.currentData(),
         }
 
     def problem(self) -> str | None:
@@ -499,6 +512,8 @@ class SettingsDialog(QDialog):
             self._fill_devices(self.input_combo, values[Key.INPUT_DEVICE], inputs=True)
             self._fill_devices(self.output_combo, values[Key.OUTPUT_DEVICE], inputs=False)
             self.half_duplex_check.setChecked(values[Key.HALF_DUPLEX])
+            self.echo_check.setChecked(values[Key.ECHO_CANCELLATION])
+            _select(self.noise_combo, values[Key.NOISE_SUPPRESSION])
         finally:
             self._showing = False
         self._sampling_edited()

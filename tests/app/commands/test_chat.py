@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile
 
 from app.cli import main
@@ -105,6 +106,24 @@ def test_half_duplex_keeps_no_voice_moshi_did_not_hear(tiny_checkpoint, tmp_path
     assert frames[0, :, 0].any()  # before Moshi speaks, the user's voice is there
 
 
+@pytest.mark.slow  # two conversations: about 10 s
+def test_chat_echo_cancellation_flags_reach_the_record(tiny_checkpoint, tmp_path, capsys):
+    """--aec on a file (off by default there: a file has no echo): the voice Moshi heard went
+    through the canceller, and the JSON export says so, with the noise suppression level."""
+    _voice(tmp_path / "in.wav", 1.0)
+    export = tmp_path / "x.json"
+    args = ["chat", "--model", str(tiny_checkpoint), "--input-file", str(tmp_path / "in.wav")]
+    args += ["--trailing-silence", "0", "--aec", "--noise-suppression", "low"]
+    status = main([*args, "--export", str(export)])
+    assert status == 0, capsys.readouterr().err
+    settings = json.loads(export.read_text())["settings"]
+    assert settings["echo_cancellation"] is True and settings["noise_suppression"] == "low"
+    assert settings["half_duplex"] is False
+    status = main([*args[:-3], "--export", str(export)])
+    assert status == 0, capsys.readouterr().err
+    assert json.loads(export.read_text())["settings"]["echo_cancellation"] is False
+
+
 def test_a_load_error_of_several_lines_is_shown_whole(tiny_checkpoint, tmp_path, capsys):
     import shutil
 
@@ -131,3 +150,19 @@ def test_chat_runs_the_model_with_a_lora(tmp_path):
     config = _run_config(args)
     assert config.lora == str(tmp_path / "lora")
     assert config.model_key != _run_config(build_parser().parse_args(["chat"])).model_key
+
+
+def test_the_status_line_shows_the_echo_cancellers_cost(capsys):
+    from types import SimpleNamespace
+
+    from app.commands.chat import StatusLine
+
+    status = StatusLine(every=1.0)
+    status.active = True
+    ms = {"total": 50.0, "audio processing": 1.25}
+    stats = SimpleNamespace(
+        elapsed=2.0, remote=None, ms_per_frame=ms, rtf=0.6, latency_ms=300.0,
+        dropped_frames=0, underruns=0, overruns=0, silenced_samples=0,
+    )  # fmt: skip
+    status.show(stats)
+    assert "echo cancellation 1.2 ms/frame" in capsys.readouterr().err

@@ -485,6 +485,8 @@ def test_the_record_names_the_model_and_how_it_ran(tmp_path):
         "text_temperature": 0.6,
         "text_top_k": 4,
         "lora": "/loras/a",
+        "echo_cancellation": False,  # what processed the user's voice (app/audio/echo.py)
+        "noise_suppression": "off",
         "app_version": app.__version__,
     }
 

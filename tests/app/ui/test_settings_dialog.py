@@ -570,3 +570,16 @@ def test_a_transformers_format_folder_is_accepted(open_dialog, qtbot, tmp_path: 
     (tmp_path / "tokenizer.json").write_text("{}")
     retype(qtbot, dialog.folder_edit, str(tmp_path) + "/")
     assert dialog.ok_button.isEnabled() and dialog.problem_label.isHidden()
+
+
+def test_echo_cancellation_and_noise_suppression_are_kept(open_dialog, settings, qtbot) -> None:
+    """On by default (talk without headphones); off, and noise suppression, kept on OK and
+    applied at the next Start."""
+    dialog = open_dialog()
+    assert dialog.echo_check.isChecked() and dialog.noise_combo.currentData() == "off"
+    dialog.echo_check.setChecked(False)
+    dialog.noise_combo.setCurrentIndex(dialog.noise_combo.findData("high"))
+    assert dialog.needs_restart()
+    with qtbot.waitSignal(dialog.accepted):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert settings.echo_cancellation is False and settings.noise_suppression == "high"

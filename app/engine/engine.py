@@ -252,6 +252,7 @@ class Engine:
         except UserError as e:
             log.warning("cannot use the voice or persona: %s", e)
             self._emit(ErrorEvent(str(e)))
+
     def _fall_back_to_half_duplex(self, config: RunConfig) -> None:
         """Echo cancellation asked for but unavailable: half duplex instead, said once a start."""
         if not getattr(config, "echo_cancellation", False):

@@ -224,6 +224,9 @@ class MainWindow(QMainWindow):
         self.on_state(EngineState.STOPPED)
         self._set_has_conversation(False)
         self.history = history_panel.attach(self)  # the kept conversations, in a dock
+        self.conversations_action = self.settings_menu.addAction(
+            "&Conversations kept…", self.history.edit_settings
+        )  # keep them or not, for how long, where
 
     # --- building ---------------------------------------------------------------------------
 
@@ -343,7 +346,8 @@ class MainWindow(QMainWindow):
             [self.start_action, self.mute_action, self.new_action, self.duplex_action]
         )
         menus.addMenu(self.voice_menu)
-        menus.addMenu("&Settings").addAction(self.settings_action)
+        self.settings_menu = menus.addMenu("&Settings")
+        self.settings_menu.addAction(self.settings_action)
         menus.addMenu("&Help").addAction(self.about_action)
 
     def _build_status_bar(self) -> None:

@@ -610,3 +610,13 @@ def test_the_window_says_while_talking_that_a_conversation_is_not_kept(fake_wind
     feed(fake_window, Autosave("/data/conversations/1"))
     assert not fake_window.not_kept_label.isVisible()
     assert fake_window.findChild(QDockWidget, "history").widget() is fake_window.history
+
+
+def test_the_conversation_settings_are_in_the_settings_menu(fake_window, monkeypatch):
+    from app.ui.keep_settings_dialog import KeepSettingsDialog
+
+    opened = []
+    monkeypatch.setattr(KeepSettingsDialog, "exec", lambda self: opened.append(self) or 0)
+    assert fake_window.conversations_action in fake_window.settings_menu.actions()
+    fake_window.conversations_action.trigger()
+    assert len(opened) == 1

@@ -8,7 +8,7 @@ a model is swapped for its CPU form, each weight shape not yet timed on this CPU
 own weight (the CPU time of one thread, best of 5 after a warm-up: a few milliseconds a shape,
 whatever else runs), and the fastest road is kept:
 a road is never chosen where plain torch is faster. The choices are cached in a file per CPU
-model, PyTorch version and kernel build, next to the kernel's build, and made again when any of
+model, PyTorch version and kernel build (in the user's cache folder), and made again when any of
 those changes. `doctor` prints the table.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .native import _cpu_identity, build_folder, status, turned_off, weight_times_rows
+from .native import _cpu_identity, status, turned_off, weight_times_rows
 from .products import weight_times, wide_blocks
 
 ROADS = ("native", "mkl", "torch")
@@ -35,8 +35,8 @@ def cache_file() -> Path:
     key = hashlib.sha256()
     for part in (_cpu_identity(), torch.__version__, status()):
         key.update(part.encode())
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or build_folder().parent)
-    return root / f"moshi_desktop_choices_{key.hexdigest()[:12]}.json"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "moshi-desktop" / f"cpu-products-{key.hexdigest()[:12]}.json"
 
 
 def _load() -> dict[str, dict]:

@@ -238,8 +238,9 @@ class Pipeline:
         once."""
         if not self.personaplex:
             raise ValueError("a voice and a persona need a PersonaPlex model")
+        if voice is not self.voice:  # the same voice keeps its key after its state is kept
+            self._voice_key = voice.fingerprint() if voice is not None else ""
         self.voice, self.persona = voice, persona
-        self._voice_key = voice.fingerprint() if voice is not None else ""
         if self.frames == 0:
             self._prompted = False
 

@@ -3,6 +3,8 @@ W @ X for the one or few rows a streaming step gives (`model.cpu.products`)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -40,12 +42,8 @@ class Linear(KeepsCopies, nn.Linear):
         plain = not (cpu_fp32(x) and cpu_fp32(w) and w.is_contiguous() and no_grad_wanted(x, w))
         if plain or self.road == "torch":
             return super().forward(x)
-        cols = rows.contiguous().t()
-        if self.road == "mkl":
-            with turned_off():
-                y = weight_times(w, cols, self.blocks).t()  # [rows, out], a view
-        else:
-            y = weight_times(w, cols, self.blocks).t()
+        with turned_off() if self.road == "mkl" else nullcontext():
+            y = weight_times(w, rows.contiguous().t(), self.blocks).t()  # [rows, out], a view
         y = y.reshape(*x.shape[:-1], y.shape[-1])
         return y if self.bias is None else y + self.bias
 

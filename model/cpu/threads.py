@@ -11,10 +11,10 @@ fixed count (`--threads N`, the Threads setting, or OMP_NUM_THREADS in the envir
 this off: a run's numbers then never depend on what else the machine does (a seeded run repeats
 exactly; with the policy on, a change of thread count rounds a product differently).
 
-The OpenMP threads behind torch's pool should sleep, not spin, while they wait: `passive_waits()`
-sets OMP_WAIT_POLICY=PASSIVE in the environment, which OpenMP reads once, as torch first starts
-it (the app calls it before it imports torch). Where /proc/stat is not there (macOS, Windows),
-the policy keeps the cores the process may use.
+The OpenMP threads behind torch's pool should sleep, not spin, while they wait: the app sets
+OMP_WAIT_POLICY=PASSIVE in the environment as it is imported (`app/__init__.py`), before torch
+starts OpenMP, which reads it once. Where /proc/stat is not there (macOS, Windows), the policy
+keeps the cores the process may use.
 """
 
 from __future__ import annotations
@@ -27,12 +27,6 @@ from pathlib import Path
 import torch
 
 RECHECK_SECONDS = 1.0
-
-
-def passive_waits() -> None:
-    """OpenMP threads sleep while they wait (unless the user set a policy): call before torch's
-    thread pool starts."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def usable_cores() -> int:

@@ -20,7 +20,7 @@ def needed_bytes(cfg: LMConfig, dtype: str, device: torch.device, mimi_parameter
     run = 4 if cpu and dtype in ("auto", "int8", "int4") else DTYPE_BYTES.get(dtype, 2)
     with torch.device("meta"):
         lm = LM(cfg)
-    linears, rest = 0, 0
+    linears = 0
     transformers = {id(p) for part in (lm.transformer, getattr(lm, "depformer", None)) if part
                     for p in part.parameters()}  # fmt: skip
     for module in lm.modules():
@@ -46,11 +46,12 @@ def fits_problem(
     need = needed_bytes(cfg, dtype, device, mimi_parameters)
     if need <= free:
         return ""
-    smaller = [
-        f"{name} ({needed_bytes(cfg, name, device, mimi_parameters) / 1e9:.1f} GB)"
+    others = {
+        name: needed_bytes(cfg, name, device, mimi_parameters)
         for name in ("int8", "int4")
-        if name != dtype and needed_bytes(cfg, name, device, mimi_parameters) <= free
-    ]
+        if name != dtype
+    }
+    smaller = [f"{name} ({size / 1e9:.1f} GB)" for name, size in others.items() if size <= free]
     where = "the GPU" if device.type == "cuda" else "this machine"
     advice = f"choose {' or '.join(smaller)} as the data type" if smaller else "no data type fits"
     return (

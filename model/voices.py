@@ -96,16 +96,14 @@ PERSONAS = (
 DEFAULT_PERSONA = PERSONAS[0].text
 
 
-def _members(archive: Path) -> dict[str, tarfile.TarInfo]:
-    """voices.tgz's regular files directly under voices/, by file name (links, folders and
-    other paths ignored)."""
-    members = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            parts = PurePosixPath(member.name.removeprefix("./")).parts
-            if member.isfile() and len(parts) == 2 and parts[0] == VOICES_FOLDER:
-                members[parts[1]] = member
-    return members
+def _voice_members(tar: tarfile.TarFile):
+    """voices.tgz's regular files directly under voices/, with their file names (links, folders
+    and other paths skipped), read as a stream: the archive is decompressed once, as far as the
+    caller reads."""
+    for member in tar:
+        parts = PurePosixPath(member.name.removeprefix("./")).parts
+        if member.isfile() and len(parts) == 2 and parts[0] == VOICES_FOLDER:
+            yield parts[1], member
 
 
 def voice_names(folder: str | Path) -> list[str]:
@@ -115,7 +113,8 @@ def voice_names(folder: str | Path) -> list[str]:
     names = {p.stem for p in (folder / VOICES_FOLDER).glob("*.pt")}
     archive = folder / VOICES_ARCHIVE
     if archive.is_file():
-        names |= {Path(n).stem for n in _members(archive) if n.endswith(".pt")}
+        with tarfile.open(archive, "r|gz") as tar:
+            names |= {Path(n).stem for n, _ in _voice_members(tar) if n.endswith(".pt")}
     return sorted(names)
 
 
@@ -131,11 +130,11 @@ def voice_file(folder: str | Path, filename: str) -> bytes | None:
         return loose.read_bytes()
     archive = folder / VOICES_ARCHIVE
     if archive.is_file():
-        member = _members(archive).get(filename)
-        if member is not None:
-            with tarfile.open(archive, "r:gz") as tar:
-                data = tar.extractfile(member)
-                return data.read() if data is not None else None
+        with tarfile.open(archive, "r|gz") as tar:
+            for name, member in _voice_members(tar):
+                if name == filename:
+                    data = tar.extractfile(member)
+                    return data.read() if data is not None else None
     return None
 
 
